@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of sklearn_hypothesaes against the reference implementation."""
