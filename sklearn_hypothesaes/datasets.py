@@ -202,6 +202,8 @@ _SLOTS: dict[str, tuple[str, ...]] = {
     ),
     "music": ("jazz", "classic rock", "pop songs", "old soul records", "indie music"),
     "colour": ("blue", "green", "dark red", "white", "yellow"),
+    "surface": ("tables", "menus", "booths", "chairs", "counters"),
+    "room": ("restroom", "dining room", "bar area", "entrance", "patio"),
 }
 
 # Each aspect: effect on the latent rating, prevalence, phrasings (templates
@@ -308,11 +310,12 @@ _ASPECTS: list[dict] = [
         "prevalence": 0.08,
         "keywords": ["dirty", "sticky", "filthy"],
         "phrasings": (
-            "The tables were sticky and the floor was dirty.",
-            "The restroom was filthy and out of paper towels.",
+            "The {surface} were sticky and the floor was dirty.",
+            "The {room} was filthy and nobody seemed to care.",
             "Our silverware was dirty, so we had to ask for new forks.",
-            "It felt dirty inside, with crumbs all over the booth.",
-            "The menus were sticky and the windows looked filthy.",
+            "The {room} felt dirty, with crumbs all over the {surface}.",
+            "The {surface} were sticky and the {room} looked filthy.",
+            "Honestly the {room} was too dirty to enjoy {meal}.",
         ),
     },
     # Distractors: common, varied, and without any effect on the rating.
@@ -323,7 +326,7 @@ _ASPECTS: list[dict] = [
         "prevalence": 0.12,
         "keywords": ["parking", "parked"],
         "phrasings": (
-            "Parking is in a small lot behind the building.",
+            "Parking is in a small lot behind the building, {place}.",
             "We parked on the street {place}.",
             "There is a parking garage two blocks away.",
             "Finding parking on a {day} night took a few laps.",
@@ -385,6 +388,9 @@ _FILLERS: tuple[str, ...] = (
     "It was cold outside, so we were glad to get a table.",
     "The {dish} had a nice price tag on the specials board.",
 )
+# Filler that shares words with planted aspects is drawn less often.
+_FILLER_WEIGHTS = np.array([1.0] * (len(_FILLERS) - 3) + [0.2] * 3)
+_FILLER_WEIGHTS /= _FILLER_WEIGHTS.sum()
 
 _SLOT = re.compile(r"\{(\w+)\}")
 
@@ -474,7 +480,8 @@ def load_demo(n_samples: int = 10_000, *, random_state=0) -> Bunch:
             for j in present
         ]
         n_fill = max(0, n_sentences[i] - 1 - len(sentences))
-        sentences += [_fill(_FILLERS[k], rng) for k in rng.choice(len(_FILLERS), n_fill, False)]
+        picks = rng.choice(len(_FILLERS), n_fill, replace=False, p=_FILLER_WEIGHTS)
+        sentences += [_fill(_FILLERS[k], rng) for k in picks]
         rng.shuffle(sentences)
         opening = _fill(_OPENINGS[rng.randint(len(_OPENINGS))], rng)
         texts.append(" ".join([opening, *sentences]))
