@@ -247,7 +247,7 @@ _ASPECTS: list[dict] = [
         "description": "praises good value for the price",
         "effect": 0.9,
         "prevalence": 0.14,
-        "keywords": ["value", "price", "prices", "affordable"],
+        "keywords": ["value", "price", "prices", "portions", "affordable"],
         "phrasings": (
             "Great value for the price, the {dish} could feed two people.",
             "The prices are very fair for portions this size.",
