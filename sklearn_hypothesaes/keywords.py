@@ -207,13 +207,14 @@ class _WordTable:
         self.index = {w: i for i, w in enumerate(self.words)}
         self.bytes = [np.frombuffer(w.encode("ascii"), dtype=np.uint8) for w in self.words]
         self.keys = np.array([_token_key(len(b), b[0], b[-1]) for b in self.bytes], dtype=np.int32)
-        self.lut = np.zeros(1 << 24, dtype=bool)
+        self.lut = np.zeros(1 << 22, dtype=bool)
         self.lut[self.keys] = True
 
 
 def _token_key(length, first, last):
+    """22-bit key of a token: length (clipped to 255), first and last ASCII byte."""
     length = np.minimum(length, 255).astype(np.int32)
-    return (length << 16) | (np.asarray(first, dtype=np.int32) << 8) | np.asarray(last, np.int32)
+    return (length << 14) | (np.asarray(first, dtype=np.int32) << 7) | np.asarray(last, np.int32)
 
 
 def _match_ascii(
@@ -225,28 +226,34 @@ def _match_ascii(
         return out
     # One C pass lower-cases and marks word bytes: word bytes become their
     # lower-case letter, every other byte becomes a space.
-    big = "\n".join(chunk).encode("ascii").translate(_LOWER_WORDS)
-    if not big:
-        return out
+    # Spaces around the chunk make every token start and end inside it.
+    big = (" " + "\n".join(chunk) + " ").encode("ascii").translate(_LOWER_WORDS)
     a = np.frombuffer(big, dtype=np.uint8)
-    word = (a != 32).view(np.int8)
-    edges = np.flatnonzero(np.diff(word, prepend=np.int8(0), append=np.int8(0)))
+    word = a != 32
+    edges = np.flatnonzero(word[1:] != word[:-1]) + 1
     starts = edges[0::2]
     ends = edges[1::2]
+    if starts.size == 0:
+        return out
     key = _token_key(ends - starts, a[starts], a[ends - 1])
     cand = np.flatnonzero(table.lut[key])
     if cand.size == 0:
         return out
     word_id = np.full(starts.size + 1, -1, dtype=np.int32)  # +1: a sentinel after the last token
+    # Group candidates by key once; each word then reads its own slice.
     cand_key = key[cand]
+    order = np.argsort(cand_key, kind="stable")
+    cand, cand_key = cand[order], cand_key[order]
+    lo = np.searchsorted(cand_key, table.keys, side="left")
+    hi = np.searchsorted(cand_key, table.keys, side="right")
     for i, wb in enumerate(table.bytes):
-        c = cand[cand_key == table.keys[i]]
+        c = cand[lo[i] : hi[i]]
         if c.size and wb.size > 2:
             inner = a[starts[c, None] + np.arange(1, wb.size - 1)]
             c = c[(inner == wb[1:-1]).all(axis=1)]
         word_id[c] = i
     lens = np.array(list(map(len, chunk)), dtype=np.int64)
-    doc_starts = np.cumsum(lens + 1) - (lens + 1)
+    doc_starts = np.cumsum(lens + 1) - lens  # +1 for the leading space
     hit = cand[word_id[cand] >= 0]
     doc_of_hit = np.full(starts.size + 1, -1, dtype=np.int64)
     doc_of_hit[hit] = np.searchsorted(doc_starts, starts[hit], side="right") - 1
