@@ -219,25 +219,39 @@ def _truncate(text: str, max_words: int | None) -> str:
     return text if len(words) <= max_words else " ".join(words[:max_words]) + " ..."
 
 
-def _check_activations(activations, n_texts: int, name: str = "activations"):
-    """Activations as a 2-d float array or CSC matrix with one row per text."""
+def _check_activations(
+    activations, n_texts: int, columns: list[int] | None = None, name: str = "activations"
+):
+    """Activations (only ``columns`` if given) as a float64 array or CSC matrix.
+
+    Checks the row count against the texts, and finiteness and signs of the
+    columns used; unused columns are neither copied nor checked.
+    """
     if isinstance(activations, pd.DataFrame):
         activations = activations.to_numpy()
+    if not sp.issparse(activations):
+        activations = np.asarray(activations)
+        if activations.ndim == 1:
+            activations = activations[:, None]
+        if activations.ndim != 2:
+            raise ValueError(
+                f"{name} must be 2-dimensional (n_texts, n_neurons), got {activations.shape}."
+            )
+        if not np.issubdtype(activations.dtype, np.number) or np.iscomplexobj(activations):
+            raise TypeError(f"{name} must be numeric, got dtype {activations.dtype}.")
+    if activations.shape[0] != n_texts:
+        raise ValueError(
+            f"{name} has {activations.shape[0]} rows but there are {n_texts} texts; pass one "
+            "row of activations per text, in the same order."
+        )
+    if columns is not None:
+        activations = activations[:, columns]
     if sp.issparse(activations):
         A = sp.csc_matrix(activations, dtype=np.float64)
         data = A.data
     else:
         A = np.asarray(activations, dtype=np.float64)
-        if A.ndim == 1:
-            A = A[:, None]
-        if A.ndim != 2:
-            raise ValueError(f"{name} must be 2-dimensional (n_texts, n_neurons), got {A.shape}.")
         data = A
-    if A.shape[0] != n_texts:
-        raise ValueError(
-            f"{name} has {A.shape[0]} rows but there are {n_texts} texts; pass one row of "
-            "activations per text, in the same order."
-        )
     if not np.all(np.isfinite(data)):
         raise ValueError(f"{name} contains NaN or infinite values.")
     if data.size and data.min() < 0:
@@ -248,6 +262,13 @@ def _check_activations(activations, n_texts: int, name: str = "activations"):
             "pair_texts_to_individual(texts_a, texts_b, sae.transform(E_a), sae.transform(E_b))."
         )
     return A
+
+
+def _n_columns(activations) -> int:
+    shape = getattr(activations, "shape", None)
+    if shape is None:
+        shape = np.shape(activations)
+    return 1 if len(shape) == 1 else int(shape[1])
 
 
 def _column(A, j: int) -> np.ndarray:
@@ -403,8 +424,8 @@ class BaseInterpreter(BaseEstimator):
         self._validate_params()
         self._check_percentiles()
         texts = check_texts(texts)
-        A = _check_activations(activations, len(texts))
-        cols = self._neuron_indices(neurons, A.shape[1])
+        cols = self._neuron_indices(neurons, _n_columns(activations))
+        A = _check_activations(activations, len(texts), cols)
         base_seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         n = len(texts)
         n_per_class = self.n_examples // 2
@@ -413,8 +434,8 @@ class BaseInterpreter(BaseEstimator):
 
         rows: list[dict[str, Any]] = []
         jobs: list[dict[str, Any]] = []
-        for j in cols:
-            a = _column(A, j)
+        for k, j in enumerate(cols):
+            a = _column(A, k)
             n_pos = int(np.count_nonzero(a))
             row: dict[str, Any] = {
                 "neuron": j,

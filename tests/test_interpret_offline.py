@@ -244,6 +244,10 @@ def test_input_validation(demo):
         interp.interpret(texts, np.ones((99, 2)))
     with pytest.raises(ValueError, match="NaN"):
         interp.interpret(texts, np.full((100, 2), np.nan))
+    with pytest.raises(TypeError, match="numeric"):
+        interp.interpret(texts, np.full((100, 2), "a"))
+    with pytest.raises(ValueError, match="2-dimensional"):
+        interp.interpret(texts, np.ones((100, 2, 1)))
     with pytest.raises(ValueError, match="out of range"):
         interp.interpret(texts, acts, neurons=[5])
     with pytest.raises(TypeError, match="integer column indices"):
