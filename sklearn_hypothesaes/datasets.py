@@ -446,8 +446,9 @@ def load_demo(n_samples: int = 10_000, *, random_state=0) -> Bunch:
           ``name``, ``description``, ``planted`` (bool), ``effect`` (shift of
           the latent rating in stars), ``prevalence`` (fraction of reviews
           containing it), ``keywords`` (list of str, the words its phrasings
-          use), ``concept`` (the keywords as an offline concept string) and
-          ``phrasings`` (list of str, the templates).
+          use), ``concept`` (the keywords as an offline concept string),
+          ``phrasings`` (list of str, the templates) and ``examples`` (list of
+          str, three filled-in phrasings).
         - ``DESCR`` : str, this description.
 
     Examples
@@ -491,6 +492,7 @@ def load_demo(n_samples: int = 10_000, *, random_state=0) -> Bunch:
     y_binary = (y >= 4).astype(np.int64)
 
     names = [a["name"] for a in _ASPECTS]
+    example_rng = np.random.RandomState(0)  # examples do not depend on random_state
     concepts = pd.DataFrame(
         {
             "name": names,
@@ -501,6 +503,7 @@ def load_demo(n_samples: int = 10_000, *, random_state=0) -> Bunch:
             "keywords": [list(a["keywords"]) for a in _ASPECTS],
             "concept": [format_keyword_concept(a["keywords"]) for a in _ASPECTS],
             "phrasings": [list(a["phrasings"]) for a in _ASPECTS],
+            "examples": [[_fill(t, example_rng) for t in a["phrasings"][:3]] for a in _ASPECTS],
         }
     )
     return Bunch(

@@ -37,7 +37,11 @@ def test_shapes_and_types(demo):
         "keywords",
         "concept",
         "phrasings",
+        "examples",
     } <= set(demo.concepts.columns)
+    for examples, keywords in zip(demo.concepts["examples"], demo.concepts["keywords"]):
+        assert len(examples) == 3 and all("{" not in e for e in examples)
+        assert all(any(k in e.lower() for k in keywords) for e in examples)
     np.testing.assert_allclose(demo.concepts["prevalence"], demo.truth.mean(axis=0))
     assert demo.concepts["planted"].sum() == 7
     assert (demo.concepts.loc[~demo.concepts["planted"], "effect"] == 0).all()
