@@ -291,3 +291,10 @@ def test_explore_neurons_prevalent_and_random(demo):
     assert sorted(rand["neuron"]) == list(range(10))  # dead neurons are never drawn
     with pytest.raises(ValueError, match="strategy"):
         explore_neurons(demo.texts, acts, strategy="all")
+
+
+@pytest.mark.parametrize("cls", [OfflineInterpreter, KeywordAnnotator])
+def test_every_parameter_is_documented(cls):
+    doc = cls.__doc__
+    for name in cls().get_params():
+        assert f"\n    {name} : " in doc, name
