@@ -15,9 +15,11 @@ ignored).
 
 The annotator tokenises all-ASCII texts with vectorised numpy code on their
 bytes (candidate tokens by length, first and last byte, then an exact byte
-comparison with the concept words), so a million texts are annotated in seconds; texts with
-non-ASCII characters take an exact per-text regular expression instead, with
-the same semantics.
+comparison with the concept words), so a million texts are annotated in
+seconds. Texts whose only non-ASCII characters are punctuation (curly quotes,
+dashes) are first reduced to ASCII by turning those characters into spaces,
+which keeps their tokens; texts with non-ASCII word characters take an exact
+per-text regular expression with the same semantics.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
 
 _QUOTED = re.compile(r'"([^"]*)"')
 _WORD = re.compile(r"\w+")
+_NON_ASCII_NON_WORD = re.compile(r"[^\x00-\x7f\w]")
 # A whole concept: an optional lead-in (e.g. "mentions"), then quoted terms
 # separated by commas and/or "or"/"and".
 _STRICT = re.compile(r'^\s*(?:[^"]*?)\s*"[^"]*"(?:\s*(?:,|\bor\b|\band\b|,\s*or\b)\s*"[^"]*")*\s*$')
@@ -274,6 +277,18 @@ def _term_regex(term: tuple[str, ...]) -> str:
     return r"\b" + r"\W+".join(re.escape(w) for w in term) + r"\b"
 
 
+def _reduce_non_word(texts: list[str]) -> list[str]:
+    """Non-ASCII non-word characters replaced by spaces (one regex pass).
+
+    Any non-word character separates tokens, so this keeps every text's
+    token sequence.
+    """
+    joined = "\x00".join(texts)
+    if joined.count("\x00") != len(texts) - 1:  # a text contains NUL itself
+        return [_NON_ASCII_NON_WORD.sub(" ", t) for t in texts]
+    return _NON_ASCII_NON_WORD.sub(" ", joined).split("\x00")
+
+
 def match_concepts(texts: list[str], concept_terms: list[list[str]]) -> np.ndarray:
     """Annotate texts with keyword concepts given as lists of terms.
 
@@ -304,6 +319,15 @@ def match_concepts(texts: list[str], concept_terms: list[list[str]]) -> np.ndarr
         if is_ascii.all():
             out[start : start + len(chunk)] = _match_ascii(chunk, words, table)
             continue
+        # Replacing non-word characters by spaces keeps the token sequence, so
+        # texts whose only non-ASCII characters are punctuation
+        # (curly quotes, dashes, ellipses) can take the vectorised path too.
+        chunk = list(chunk)
+        others = np.flatnonzero(~is_ascii)
+        for i, cleaned in zip(others, _reduce_non_word([chunk[i] for i in others])):
+            if cleaned.isascii():
+                chunk[i] = cleaned
+                is_ascii[i] = True
         idx_ascii = np.flatnonzero(is_ascii)
         if idx_ascii.size:
             out[start + idx_ascii] = _match_ascii([chunk[i] for i in idx_ascii], words, table)

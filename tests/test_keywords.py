@@ -128,6 +128,7 @@ def test_matching_rules():
         "",
         "45 minutes",
         "Crème brûlée was COLD.",
+        "A long\u2014wait \u201cforever\u201d\u2026 couldn\u2019t",
     ]
     concepts = [["wait"], ["long wait"], ["snake_case_word"], ["45"], ["crème brûlée"], ["cold"]]
     got = match_concepts(texts, concepts)
@@ -143,6 +144,7 @@ def test_matching_rules():
             [0, 0, 0, 0, 0, 0],
             [0, 0, 0, 1, 0, 0],
             [0, 0, 0, 0, 1, 1],
+            [1, 1, 0, 0, 0, 0],
         ],
         dtype=np.uint8,
     )
@@ -150,7 +152,8 @@ def test_matching_rules():
 
 
 _text_alphabet = st.sampled_from(
-    list("ab cd  ,.-!'_\n") + ["wait", "long", "Wait", "WAIT", "é", "ñ", "ß", "x1", " "]
+    list("ab cd  ,.-!'_\n")
+    + ["wait", "long", "Wait", "WAIT", "é", "ñ", "ß", "x1", " ", "\u2019", "\u2014", "\u00a0", "…"]
 )
 
 
@@ -178,7 +181,20 @@ def test_fast_matcher_equals_reference(texts, concepts):
 def test_fast_matcher_across_chunks_and_mixed_scripts():
     rng = np.random.default_rng(0)
     vocab = np.array(
-        ["wait", "waiter", "long", "minutes", "hour", "café", "naïve", "rude", "x", "the"]
+        [
+            "wait",
+            "waiter",
+            "long",
+            "minutes",
+            "hour",
+            "café",
+            "naïve",
+            "rude",
+            "x",
+            "the",
+            "don\u2019t",
+            "wait\u2014long",
+        ]
     )
     texts = [
         " ".join(rng.choice(vocab, size=rng.integers(0, 12))) + rng.choice(["", ".", "!"])
