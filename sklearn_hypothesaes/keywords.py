@@ -41,6 +41,7 @@ __all__ = [
 
 _QUOTED = re.compile(r'"([^"]*)"')
 _WORD = re.compile(r"\w+")
+_NEGATION = re.compile(r"\b(?:not|no|never|without|nor|none)\b|n't\b", re.IGNORECASE)
 _NON_ASCII_NON_WORD = re.compile(r"[^\x00-\x7f\w]")
 # A whole concept: an optional lead-in (e.g. "mentions"), then quoted terms
 # separated by commas and/or "or"/"and".
@@ -114,7 +115,8 @@ def parse_concept_terms(concept: str) -> list[str]:
     ------
     ValueError
         If the concept has no quoted term, an unbalanced quote, an empty or
-        word-less term, or text between the terms other than commas and
+        word-less term, a negated lead-in (``does not mention "x"``), or text
+        between the terms other than commas and
         "or"/"and" (such a concept is a free-text hypothesis, which only an LLM
         annotator can check).
 
@@ -139,6 +141,12 @@ def parse_concept_terms(concept: str) -> list[str]:
         raise ValueError(
             f"Concept {concept!r} has text between or after its quoted terms; only commas and "
             f"'or'/'and' may separate them. {hint}"
+        )
+    lead_in = concept[: concept.index('"')]
+    if _NEGATION.search(lead_in):
+        raise ValueError(
+            f"Concept {concept!r} is negated ({lead_in.strip()!r}); the offline keyword "
+            "annotator marks texts that contain the terms and cannot check their absence."
         )
     terms: list[str] = []
     for raw in _QUOTED.findall(concept):
