@@ -41,7 +41,7 @@ logger = logging.getLogger("sklearn_hypothesaes.sae")
 
 # Rows used to estimate the coordinate-wise median that initialises the
 # pre-encoder bias (all rows when there are fewer).
-_MEDIAN_ROWS = 65536
+_MEDIAN_ROWS = 32768
 # Rows read into memory at once while training (rounded to whole batches).
 _BLOCK_ROWS = 32768
 
