@@ -325,7 +325,7 @@ def test_partial_fit_continues_training(planted):
     X = planted.X
     sae = TopKSAETransformer(M=32, K=3, batch_size=64, verbose=False, random_state=0)
     scores = []
-    for epoch in range(4):
+    for _ in range(4):
         for chunk in np.array_split(X, 4):
             sae.partial_fit(chunk)
         scores.append(sae.score(X))
