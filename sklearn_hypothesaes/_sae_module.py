@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SAEOutput", "TopKSAEModule", "decode_flat", "normalized_mse"]
+__all__ = ["SAEOutput", "TopKSAEModule", "decode_flat", "mean_baseline", "normalized_mse"]
 
 
 class _GatherPreActivations(torch.autograd.Function):
@@ -75,11 +75,24 @@ class SAEOutput(NamedTuple):
     x: torch.Tensor  # (B, d) the input batch
 
 
-def normalized_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE divided by the MSE of predicting the batch mean of ``target``."""
-    mse = (pred - target).pow(2).mean()
-    baseline = (target - target.mean(dim=0, keepdim=True)).pow(2).mean()
-    return mse / baseline.clamp_min(torch.finfo(target.dtype).tiny)
+def normalized_mse(
+    pred: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor | None = None
+) -> torch.Tensor:
+    """MSE divided by the MSE of predicting the batch mean of ``target``.
+
+    ``baseline`` (that divisor) may be passed when several terms share a target.
+    """
+    mse = F.mse_loss(pred, target)
+    if baseline is None:
+        baseline = mean_baseline(target)
+    return mse / baseline
+
+
+def mean_baseline(target: torch.Tensor) -> torch.Tensor:
+    """MSE of predicting the column means of ``target`` (floored to stay positive)."""
+    with torch.no_grad():
+        var = target.var(dim=0, unbiased=False).mean()
+    return var.clamp_min(torch.finfo(target.dtype).tiny)
 
 
 def decode_flat(rows, cols, values, W_dec, n_rows, bias=None):
@@ -175,7 +188,24 @@ class TopKSAEModule(nn.Module):
         """Remove the gradient component parallel to each (unit) decoder row."""
         g = self.W_dec.grad
         if g is not None:
-            g.sub_((g * self.W_dec).sum(dim=1, keepdim=True) * self.W_dec)
+            dots = torch.linalg.vecdot(g, self.W_dec).unsqueeze(1)
+            g.addcmul_(self.W_dec, dots, value=-1.0)
+
+    @torch.no_grad()
+    def clip_grad_norm_(self, max_norm: float) -> float:
+        """Scale all gradients so their global norm is at most ``max_norm``.
+
+        Same result as ``torch.nn.utils.clip_grad_norm_`` but the gradients are
+        only touched when they actually exceed the bound.
+        """
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return 0.0
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        coef = max_norm / (float(total) + 1e-6)
+        if coef < 1.0:
+            torch._foreach_mul_(grads, coef)
+        return float(total)
 
     # -------------------------------------------------------------- selection
     def _select(self, pre: torch.Tensor):
@@ -276,14 +306,15 @@ class TopKSAEModule(nn.Module):
 
     def loss(self, out: SAEOutput, *, training: bool = True) -> torch.Tensor:
         """Training loss, or the reconstruction-only nMSE when ``training=False``."""
-        main = normalized_mse(out.recon, out.x)
+        base = mean_baseline(out.x)
+        main = normalized_mse(out.recon, out.x, base)
         if not training:
             return main
         if out.prefix_recons:
-            terms = [normalized_mse(r, out.x) for r in out.prefix_recons] + [main]
+            terms = [normalized_mse(r, out.x, base) for r in out.prefix_recons] + [main]
             main = torch.stack(terms).mean()
         if out.multik_recon is not None:
-            main = main + self.multi_coef * normalized_mse(out.multik_recon, out.x)
+            main = main + self.multi_coef * normalized_mse(out.multik_recon, out.x, base)
         if out.aux_recon is not None:
             residual = out.x - out.recon.detach()
             main = main + self.aux_coef * normalized_mse(out.aux_recon, residual)

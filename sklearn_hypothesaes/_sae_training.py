@@ -157,7 +157,7 @@ class SAENet(NeuralNet):
         module: TopKSAEModule = self.module_
         module.project_decoder_grad_()
         if self.clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip_grad)
+            module.clip_grad_norm_(self.clip_grad)
         return {"loss": loss.detach(), "y_pred": out}
 
     def train_step(self, batch, **fit_params):

@@ -77,6 +77,11 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _fused_adam_supported(device: torch.device) -> bool:
+    """Fused Adam (one kernel per parameter) exists for CPU and CUDA tensors."""
+    return device.type in ("cpu", "cuda")
+
+
 def _to_tensor(block: np.ndarray, device: torch.device) -> torch.Tensor:
     block = np.ascontiguousarray(block, dtype=np.float32)
     if not block.flags.writeable:
@@ -423,6 +428,7 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
             module,
             clip_grad=None if self.clip_grad is None else float(self.clip_grad),
             optimizer=torch.optim.Adam,
+            optimizer__fused=_fused_adam_supported(device),
             lr=self._learning_rate(),
             max_epochs=max_epochs,
             batch_size=int(self.batch_size),
