@@ -152,7 +152,7 @@ def _reference_transform(case: dict, data: dict) -> dict:
 
 
 # ----------------------------------------------------------------------- ours
-def run_ours(case: dict, data: dict) -> dict:
+def run_ours(case: dict, data: dict, learning_rate: float = 5e-4) -> dict:
     from skorch.callbacks import Callback
 
     from sklearn_hypothesaes._sae_module import decode_flat
@@ -189,6 +189,7 @@ def run_ours(case: dict, data: dict) -> dict:
         case["M"],
         case["K"],
         max_epochs=case["epochs"],
+        learning_rate=learning_rate,
         batch_size=512,
         validation_fraction=None,
         callbacks=[HeldOut()],
@@ -205,7 +206,7 @@ def run_ours(case: dict, data: dict) -> dict:
         "dead_fraction": sae.dead_fraction_,
         "atoms_recovered": _recovered(data["atoms"], sae.W_dec_),
     }
-    for epoch, (t, nmse) in enumerate(curve, 1):
+    for epoch, (_, nmse) in enumerate(curve, 1):
         result[f"heldout_nmse_epoch{epoch}"] = nmse
     if target is not None:
         reached = [t for t, nmse in curve if nmse <= target]
@@ -233,4 +234,11 @@ def _ours_transform(case: dict, data: dict) -> dict:
     }
 
 
-CONFIGS = {"reference": run_reference, "ours": run_ours}
+def run_ours_lr2e3(case: dict, data: dict) -> dict:
+    """Ours with a 4x larger learning rate (everything else equal)."""
+    if "n_transform" in case:
+        return _ours_transform(case, data)
+    return run_ours(case, data, learning_rate=2e-3)
+
+
+CONFIGS = {"reference": run_reference, "ours": run_ours, "ours_lr2e-3": run_ours_lr2e3}
