@@ -41,7 +41,8 @@ class RowBlocks:
     block_rows : int
         Rows gathered into memory at once (rounded up to whole batches).
     drop_last : bool
-        Skip a final batch smaller than ``batch_size`` (training).
+        Skip a final batch smaller than ``batch_size``. A final batch of a
+        single row is always skipped: its nMSE divides by a zero variance.
     """
 
     def __init__(
@@ -86,7 +87,9 @@ class RowBlocks:
                 block = block[perm]
             block = block.to(self.device)
             for b in range(0, len(rows), self.batch_size):
-                yield block[b : b + self.batch_size], None
+                batch = block[b : b + self.batch_size]
+                if len(batch) >= 2:  # the nMSE of a single row is undefined
+                    yield batch, None
 
 
 class ProgressCallback(Callback):

@@ -368,6 +368,15 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
     def _new_module(self, n_features: int, structure: dict) -> TopKSAEModule:
         return TopKSAEModule(n_features, int(self.M), int(self.K), **structure)
 
+    def _check_continuable(self, method: str) -> None:
+        """Continuing training requires the architecture the weights were fitted with."""
+        if self.W_dec_.shape[0] != self.M:
+            raise ValueError(
+                f"{method} cannot continue training with M={self.M}: the fitted weights have "
+                f"M={self.W_dec_.shape[0]} neurons. Set warm_start=False (or clone the "
+                "estimator) to train from scratch."
+            )
+
     def _module_from_fitted(self, device: torch.device, *, share: bool) -> TopKSAEModule:
         """A module holding the fitted arrays (sharing their memory on CPU if ``share``)."""
         module = self._new_module(self.n_features_in_, self._structure)
@@ -540,8 +549,9 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
             )
 
         if warm:
-            module = self._module_from_fitted(torch.device("cpu"), share=False)
+            self._check_continuable("fit with warm_start=True")
             self._structure = structure
+            module = self._module_from_fitted(torch.device("cpu"), share=False)
         else:
             self._structure = structure
             module = self._new_module(X.shape[1], structure)
@@ -635,6 +645,7 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
             gen = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
             module.initialize_(torch.from_numpy(self._median(X, idx, rng)), gen)
         else:
+            self._check_continuable("partial_fit")
             self._structure = structure
             module = self._module_from_fitted(torch.device("cpu"), share=False)
         module.train()

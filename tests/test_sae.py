@@ -350,6 +350,17 @@ def test_warm_start_continues_from_current_weights(planted):
     assert sae.score(planted.X) > before - 0.01
     cold = clone(sae).set_params(warm_start=False).fit(planted.X)
     assert cold.n_iter_ == 2
+    with pytest.raises(ValueError, match="cannot continue training with M=16"):
+        sae.set_params(M=16).fit(planted.X)
+    with pytest.raises(ValueError, match="partial_fit cannot continue training with M=16"):
+        sae.partial_fit(planted.X)
+
+
+def test_single_row_final_batch_is_skipped(planted):
+    # 129 rows with batch_size=64: the trailing 1-row batch has no nMSE.
+    sae = TopKSAETransformer(M=16, K=2, validation_fraction=None, **FAST).fit(planted.X[:129])
+    assert np.all(np.isfinite(sae.history_["train_loss"]))
+    assert sae.n_steps_ == 2 * sae.n_iter_
 
 
 # --------------------------------------------------------------------------
