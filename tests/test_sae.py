@@ -450,3 +450,12 @@ def test_transform_properties(fitted, X):
     assert A.getnnz(axis=1).max() <= 3
     assert np.all(A.data > 0) and np.all(np.isfinite(A.data))
     assert fitted.inverse_transform(A).shape == X.shape
+
+
+def test_skorch_checkpoint_callback_writes_files(planted, tmp_path):
+    from skorch.callbacks import Checkpoint
+
+    TopKSAETransformer(M=16, K=2, callbacks=[Checkpoint(dirname=str(tmp_path))], **FAST).fit(
+        planted.X
+    )
+    assert {"params.pt", "optimizer.pt", "history.json"} <= {p.name for p in tmp_path.iterdir()}
