@@ -41,7 +41,7 @@ logger = logging.getLogger("sklearn_hypothesaes.sae")
 
 # Rows used to estimate the coordinate-wise median that initialises the
 # pre-encoder bias (all rows when there are fewer).
-_MEDIAN_ROWS = 32768
+_MEDIAN_ROWS = 16384
 # Rows read into memory at once while training (rounded to whole batches).
 _BLOCK_ROWS = 32768
 
@@ -429,8 +429,9 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
     def _median(self, X, indices: np.ndarray, rng) -> np.ndarray:
         if indices.size > _MEDIAN_ROWS:
             indices = np.sort(rng.choice(indices, _MEDIAN_ROWS, replace=False))
-        sample = np.asarray(X[indices], dtype=np.float32)
-        return np.median(sample, axis=0).astype(np.float32)
+        sample = torch.from_numpy(np.ascontiguousarray(X[indices], dtype=np.float32))
+        # The lower median, as torch (and the reference implementation) define it.
+        return torch.median(sample, dim=0).values.numpy()
 
     def _make_net(self, module, device, callbacks, max_epochs, optimizer_state=None):
         net = SAENet(
