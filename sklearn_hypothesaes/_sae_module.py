@@ -90,9 +90,9 @@ def normalized_mse(
 
 def mean_baseline(target: torch.Tensor) -> torch.Tensor:
     """MSE of predicting the column means of ``target`` (floored to stay positive)."""
-    with torch.no_grad():
-        var = target.var(dim=0, unbiased=False).mean()
-    return var.clamp_min(torch.finfo(target.dtype).tiny)
+    with torch.no_grad():  # the reference's formula; a strided var(dim=0) is ~4x slower
+        base = F.mse_loss(target.mean(dim=0, keepdim=True).expand_as(target), target)
+    return base.clamp_min(torch.finfo(target.dtype).tiny)
 
 
 def decode_flat(rows, cols, values, W_dec, n_rows, bias=None):
