@@ -21,33 +21,59 @@ _SPARSIFY_DENSITY = 0.25
 class ActivationMatrix:
     """Float64 access to activations of shape (n_samples, n_neurons).
 
-    Sparse input (and dense input that is mostly zeros) is held once as a
-    float64 CSC matrix; other dense input is kept as given and converted to
+    Sparse input (and dense input that is mostly zeros) is held as a float64
+    sparse matrix in its own layout, the other layout being built only when a
+    kernel needs it; other dense input is kept as given and converted to
     float64 block by block.
     """
 
     def __init__(self, X) -> None:
         self.n_samples, self.n_features = X.shape
         if not sp.issparse(X) and X.size and np.count_nonzero(X) <= _SPARSIFY_DENSITY * X.size:
-            X = _dense_to_csc(X)
+            X = _dense_to_csr(X)
+        self._csc = None
+        self._csr = None
         if sp.issparse(X):
-            csc = sp.csc_matrix(X, dtype=np.float64, copy=True)
-            csc.eliminate_zeros()
-            csc.sort_indices()
             self.sparse = True
-            self.csc = csc
             self.dense = None
+            # Keep the input's layout (an SAE returns CSR); build the other on demand.
+            if X.format == "csc":
+                self._csc = _clean(sp.csc_matrix(X, dtype=np.float64))
+            else:
+                self._csr = _clean(sp.csr_matrix(X, dtype=np.float64))
         else:
             self.sparse = False
-            self.csc = None
             self.dense = np.asarray(X)
+
+    @property
+    def csc(self) -> sp.csc_matrix:
+        """The sparse activations in CSC layout (built on first use)."""
+        if self._csc is None:
+            self._csc = self._csr.tocsc()
+            self._csc.sort_indices()
+        return self._csc
+
+    @property
+    def csr(self) -> sp.csr_matrix:
+        """The sparse activations in CSR layout (built on first use)."""
+        if self._csr is None:
+            self._csr = self._csc.tocsr()
+        return self._csr
+
+    def _indices_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Column index and value of every stored entry, in whichever layout exists."""
+        if self._csr is not None:
+            return self._csr.indices, self._csr.data
+        csc = self._csc
+        return np.repeat(np.arange(self.n_features), np.diff(csc.indptr)), csc.data
 
     # -- per-column statistics -------------------------------------------------
     def column_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """Sum and sum of squares of every column, float64."""
         if self.sparse:
-            s1 = np.asarray(self.csc.sum(axis=0)).ravel()
-            s2 = np.asarray(self.csc.multiply(self.csc).sum(axis=0)).ravel()
+            cols, data = self._indices_data()
+            s1 = np.bincount(cols, weights=data, minlength=self.n_features)
+            s2 = np.bincount(cols, weights=data * data, minlength=self.n_features)
             return s1, s2
         s1 = np.zeros(self.n_features)
         s2 = np.zeros(self.n_features)
@@ -69,7 +95,8 @@ class ActivationMatrix:
     def count_nonzero(self) -> np.ndarray:
         """Number of non-zero entries of every column."""
         if self.sparse:
-            return np.diff(self.csc.indptr).astype(np.int64)
+            cols, _ = self._indices_data()
+            return np.bincount(cols, minlength=self.n_features).astype(np.int64)
         counts = np.zeros(self.n_features, dtype=np.int64)
         for start in range(0, self.n_samples, _BLOCK_ROWS):
             counts += np.count_nonzero(self.dense[start : start + _BLOCK_ROWS], axis=0)
@@ -78,8 +105,8 @@ class ActivationMatrix:
     def count_positive(self) -> np.ndarray:
         """Number of positive entries of every column."""
         if self.sparse:
-            positive = np.r_[0, np.cumsum(self.csc.data > 0)]
-            return (positive[self.csc.indptr[1:]] - positive[self.csc.indptr[:-1]]).astype(np.int64)
+            cols, data = self._indices_data()
+            return np.bincount(cols[data > 0], minlength=self.n_features).astype(np.int64)
         counts = np.zeros(self.n_features, dtype=np.int64)
         for start in range(0, self.n_samples, _BLOCK_ROWS):
             counts += np.count_nonzero(self.dense[start : start + _BLOCK_ROWS] > 0, axis=0)
@@ -90,7 +117,8 @@ class ActivationMatrix:
         """``X.T @ v`` for ``v`` of shape (n_samples,) or (n_samples, t)."""
         v = np.asarray(v, dtype=np.float64)
         if self.sparse:
-            return np.asarray(self.csc.T @ v)
+            X = self._csr if self._csr is not None else self._csc
+            return np.asarray(X.T @ v)
         out = np.zeros((self.n_features,) + v.shape[1:])
         for start, block in self._dense_blocks(with_start=True):
             out += block.T @ v[start : start + block.shape[0]]
@@ -105,6 +133,19 @@ class ActivationMatrix:
             for block in self._dense_blocks():
                 G += block.T @ block
         return G
+
+    def gram_columns(self, idx: np.ndarray) -> np.ndarray:
+        """``X.T @ X[:, idx]`` as a dense float64 (n_features, len(idx)) array.
+
+        For sparse activations this costs about ``nnz(X[:, idx]) * nnz per row``.
+        """
+        idx = np.asarray(idx, dtype=np.intp)
+        if self.sparse:
+            return np.asarray((self.csc[:, idx].T @ self.csr).toarray()).T
+        out = np.zeros((self.n_features, idx.size))
+        for block in self._dense_blocks():
+            out += block.T @ block[:, idx]
+        return out
 
     def columns(self, idx: np.ndarray):
         """Columns ``idx`` as float64: CSC if the activations are sparse, else dense."""
@@ -128,13 +169,21 @@ class ActivationMatrix:
             yield (start, block) if with_start else block
 
 
-def _dense_to_csc(X) -> sp.csc_matrix:
-    """Mostly-zero dense array to CSC, block by block (no full float64 copy)."""
+def _dense_to_csr(X) -> sp.csr_matrix:
+    """Mostly-zero dense array to CSR, block by block (no full float64 copy)."""
     blocks = [
         sp.csr_matrix(np.asarray(X[start : start + _BLOCK_ROWS], dtype=np.float64))
         for start in range(0, X.shape[0], _BLOCK_ROWS)
     ]
-    return sp.vstack(blocks, format="csc")
+    return sp.vstack(blocks, format="csr")
+
+
+def _clean(X):
+    """Drop explicitly stored zeros (copying only when there are any)."""
+    if X.nnz and not np.all(X.data != 0):
+        X = X.copy()
+        X.eliminate_zeros()
+    return X
 
 
 def columns_product(cols, weights: np.ndarray | None = None) -> np.ndarray:

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import lars_path_gram
 
-from sklearn_hypothesaes._activations import ActivationMatrix, columns_matvec, columns_product
+from sklearn_hypothesaes._activations import ActivationMatrix, columns_matvec
 
 logger = logging.getLogger("sklearn_hypothesaes.selection")
 
@@ -53,78 +51,139 @@ class PathResult:
 
 
 # -----------------------------------------------------------------------------
-# Squared loss: LARS-Lasso on the standardised Gram matrix
+# Squared loss: LARS-Lasso on the standardised Gram matrix, one column at a time
 # -----------------------------------------------------------------------------
-def standardised_gram(design: ActivationMatrix, mean, std, usable) -> np.ndarray:
-    """Gram matrix of the centred, scaled usable columns, from ``X'X``."""
-    G = design.gram()[np.ix_(usable, usable)]
-    m, s = mean[usable], std[usable]
-    G -= design.n_samples * np.outer(m, m)
-    G /= np.outer(s, s)
-    return G
+class StandardisedGram:
+    """Columns of the Gram matrix of the standardised activations, on demand.
+
+    ``Xs' Xs[:, j] = (X' X[:, j] - n mu mu_j) / (s s_j)``. LARS only ever needs
+    the columns of neurons that enter the path, so the full (n_neurons x
+    n_neurons) Gram matrix is never formed; columns are cached across targets.
+    """
+
+    def __init__(self, design: ActivationMatrix, mean: np.ndarray, std: np.ndarray) -> None:
+        self.design = design
+        self.mean = mean
+        self.std = std
+        self._cache: dict[int, np.ndarray] = {}
+
+    def column(self, j: int) -> np.ndarray:
+        col = self._cache.get(j)
+        if col is None:
+            raw = self.design.gram_columns(np.array([j]))[:, 0]
+            n = self.design.n_samples
+            with np.errstate(divide="ignore", invalid="ignore"):
+                col = (raw - n * self.mean * self.mean[j]) / (self.std * self.std[j])
+            col[self.std == 0] = 0.0
+            self._cache[j] = col
+        return col
 
 
 def lasso_exact_n_squared(
-    gram: np.ndarray,
+    gram: StandardisedGram,
     xty: np.ndarray,
     n_samples: int,
     n_select: int,
+    eligible: np.ndarray,
 ) -> PathResult:
-    """Exact-N Lasso from the LARS path on a standardised Gram matrix.
+    """Exact-N Lasso by LARS with the Lasso modification (Efron et al., 2004).
 
-    ``xty`` is ``Xs' (y - ybar)`` over the usable columns. Returns coefficients
-    over those columns and ``alpha`` (sklearn ``Lasso`` scale) at the middle of
-    the path segment on which exactly ``n_select`` coefficients are non-zero.
+    ``xty = Xs' (y - ybar)`` for every neuron (zero where not ``eligible``).
+    Follows the piecewise-linear solution path from ``alpha_max`` down, one
+    breakpoint at a time, and stops on the first segment with exactly
+    ``n_select`` non-zero coefficients. Returns the standardised coefficients
+    and ``alpha`` (sklearn ``Lasso`` scale, ``max |corr| / n``) at the middle of
+    that segment, where the path is linear so the coefficients are exact.
     """
-    n_usable = gram.shape[0]
-    max_iter = min(n_select + 10, 8 * n_usable + 8)
-    while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            alphas, _, coefs, n_iter = lars_path_gram(
-                xty,
-                gram,
-                n_samples=n_samples,
-                max_iter=max_iter,
-                method="lasso",
-                copy_Gram=True,
-                return_n_iter=True,
-            )
-        found = _exact_segment(alphas, coefs, n_select)
-        finished = n_iter < max_iter or alphas[-1] <= 0.0
-        if found is not None or finished or max_iter >= 8 * n_usable + 8:
+    m = xty.size
+    c = np.where(eligible, xty, 0.0).astype(np.float64)
+    beta = np.zeros(m)
+    excluded = ~eligible
+    abs_c = np.abs(c)
+    C = float(abs_c.max()) if m else 0.0
+    if C <= 0.0:
+        return PathResult(0.0, beta, 0, False, 0)
+    active: list[int] = [int(np.argmax(abs_c))]
+    signs: list[float] = [float(np.sign(c[active[0]]))]
+    in_active = np.zeros(m, dtype=bool)
+    in_active[active[0]] = True
+    eps = 1e-12 * C
+    n_iter = 0
+    max_steps = 8 * n_select + 50
+    while n_iter < max_steps:
+        n_iter += 1
+        A = np.asarray(active)
+        cols = np.column_stack([gram.column(j) for j in active])  # (m, k)
+        G_AA = cols[A]
+        s_A = np.asarray(signs)
+        try:
+            d = _solve_spd(G_AA, s_A)
+        except np.linalg.LinAlgError:
+            # The last neuron to enter is (numerically) a combination of the
+            # others: it can never be active on its own; leave it out.
+            j = active.pop()
+            signs.pop()
+            in_active[j] = False
+            excluded[j] = True
+            continue
+        a = cols @ d  # rate at which each correlation falls per unit step
+        # Step to the next breakpoint: a neuron's |corr| reaches the active
+        # level, or (Lasso) an active coefficient reaches zero.
+        candidates = ~in_active & ~excluded
+        gamma_in, enter = np.inf, np.empty(0, dtype=np.intp)
+        if candidates.any():
+            idx = np.flatnonzero(candidates)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                g1 = (C - c[idx]) / (1.0 - a[idx])
+                g2 = (C + c[idx]) / (1.0 + a[idx])
+            g1[~(g1 > eps)] = np.inf
+            g2[~(g2 > eps)] = np.inf
+            g = np.minimum(g1, g2)
+            gamma_in = float(g.min()) if g.size else np.inf
+            if np.isfinite(gamma_in):
+                enter = idx[g <= gamma_in * (1.0 + 1e-9)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_zero = -beta[A] / d
+        to_zero[~(to_zero > eps)] = np.inf
+        gamma_out = float(to_zero.min())
+        gamma = min(gamma_in, gamma_out, C)
+
+        if len(active) >= n_select:
+            # This segment runs from alpha = C / n down to (C - gamma) / n.
+            half = 0.5 * gamma
+            coef = beta.copy()
+            coef[A] += half * d
+            alpha = (C - half) / n_samples
+            return PathResult(float(alpha), coef, n_iter, len(active) == n_select, len(active))
+
+        beta[A] += gamma * d
+        c -= gamma * a
+        C -= gamma
+        if C <= eps:
             break
-        max_iter = min(2 * max_iter, 8 * n_usable + 8)
-
-    if found is not None:
-        k = found
-        alpha = 0.5 * (alphas[k] + alphas[k + 1])
-        coef = 0.5 * (coefs[:, k] + coefs[:, k + 1])  # the path is linear on a segment
-        return PathResult(float(alpha), coef, int(n_iter), True, n_select)
-
-    # No segment with exactly n_select: take the first one with more (ties
-    # entering together), else the end of the path (fewer can ever be active).
-    counts = [_segment_count(coefs, k) for k in range(len(alphas) - 1)]
-    over = [k for k, c in enumerate(counts) if c > n_select]
-    if over:
-        k = over[0]
-        alpha = 0.5 * (alphas[k] + alphas[k + 1])
-        coef = 0.5 * (coefs[:, k] + coefs[:, k + 1])
-    else:
-        alpha, coef = float(alphas[-1]), coefs[:, -1]
-    return PathResult(float(alpha), coef, int(n_iter), False, int(np.count_nonzero(coef)))
+        if gamma_out <= gamma_in and gamma_out < np.inf:
+            k = int(np.argmin(to_zero))
+            j = active.pop(k)
+            signs.pop(k)
+            in_active[j] = False
+            beta[j] = 0.0
+        elif enter.size:
+            for j in enter.tolist():
+                active.append(j)
+                signs.append(float(np.sign(c[j])) or 1.0)
+                in_active[j] = True
+        else:
+            break  # nothing can enter: the path ends with fewer than n_select
+    return PathResult(float(max(C, 0.0) / n_samples), beta, n_iter, False, len(active))
 
 
-def _segment_count(coefs: np.ndarray, k: int) -> int:
-    # Inside segment k the active set is the union of both ends' supports.
-    return int(np.count_nonzero((coefs[:, k] != 0) | (coefs[:, k + 1] != 0)))
-
-
-def _exact_segment(alphas: np.ndarray, coefs: np.ndarray, n_select: int) -> int | None:
-    for k in range(len(alphas) - 1):
-        if alphas[k] > alphas[k + 1] and _segment_count(coefs, k) == n_select:
-            return k
-    return None
+def _solve_spd(G: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``G x = b`` for a positive definite ``G``; LinAlgError if (near) singular."""
+    L = np.linalg.cholesky(G)
+    if np.min(np.diag(L)) ** 2 < 1e-10 * np.max(np.diag(G)):
+        raise np.linalg.LinAlgError("singular")
+    z = np.linalg.solve(L, b)
+    return np.linalg.solve(L.T, z)
 
 
 # -----------------------------------------------------------------------------
@@ -138,8 +197,55 @@ def _soft(u: float, t: float) -> float:
     return 0.0
 
 
-def _logloss(eta: np.ndarray, y: np.ndarray) -> float:
-    return float(np.sum(np.logaddexp(0.0, eta) - y * eta))
+def _loss_and_prob(eta: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """``sum(log(1 + exp(eta)) - y eta)`` and ``sigmoid(eta)``, sharing one exp."""
+    e = np.exp(-np.abs(eta))
+    loss = float(np.sum(np.maximum(eta, 0.0)) + np.sum(np.log1p(e)) - y @ eta)
+    inv = 1.0 / (1.0 + e)
+    p = np.where(eta >= 0, inv, e * inv)
+    return loss, p
+
+
+class _WorkingColumns:
+    """The working-set columns with the layouts the Newton steps need."""
+
+    def __init__(self, cols) -> None:
+        self.sparse = sp.issparse(cols)
+        if self.sparse:
+            self.csr = sp.csr_matrix(cols)
+            self.touched = np.flatnonzero(np.diff(self.csr.indptr))
+        else:
+            self.dense = cols
+            self.touched = np.flatnonzero(np.any(cols != 0, axis=1))
+
+    def restrict_rows(self) -> None:
+        """Keep only the touched rows (in their order)."""
+        if self.sparse:
+            self.csr = self.csr[self.touched]
+            self.t_csr = sp.csr_matrix(self.csr.T)
+            self._rows = np.repeat(np.arange(self.csr.shape[0]), np.diff(self.csr.indptr))
+        else:
+            self.dense = self.dense[self.touched]
+
+    def weighted_gram(self, h: np.ndarray) -> np.ndarray:
+        """``cols' diag(h) cols``."""
+        if self.sparse:
+            scaled = sp.csr_matrix(
+                (self.csr.data * h[self._rows], self.csr.indices, self.csr.indptr),
+                shape=self.csr.shape,
+            )
+            return (self.t_csr @ scaled).toarray()
+        return self.dense.T @ (self.dense * h[:, None])
+
+    def rmatvec(self, v: np.ndarray) -> np.ndarray:
+        if self.sparse:
+            return self.t_csr @ v
+        return self.dense.T @ v
+
+    def matvec(self, w: np.ndarray) -> np.ndarray:
+        if self.sparse:
+            return self.csr @ w
+        return self.dense @ w
 
 
 class LogisticL1Path:
@@ -184,12 +290,22 @@ class LogisticL1Path:
         c = c0
         s = self.std
         usable = self.usable
-        # Sequential strong rule: keep neurons likely to be active at lam.
+        # Working set: the current support plus the neurons the sequential
+        # strong rule keeps (|grad_j| / s_j >= 2 lam - lam0), at most as many
+        # as the support (and 10) so that a long step cannot admit every neuron;
+        # the KKT check below adds whatever this misses.
+        active = np.flatnonzero(w)
+        W = active
         if grad0 is not None:
-            strong = usable & (np.abs(grad0) >= (2.0 * lam - lam0) * s)
-        else:
-            strong = np.zeros_like(usable)
-        W = np.flatnonzero(strong | (w != 0))
+            ratio = np.zeros_like(w)
+            ratio[usable] = np.abs(grad0[usable]) / s[usable]
+            ratio[active] = 0.0
+            cand = np.flatnonzero(ratio >= max(2.0 * lam - lam0, 0.0) + 0.0)
+            cand = cand[ratio[cand] > 0]
+            cap = max(10, active.size)
+            if cand.size > cap:
+                cand = cand[np.argsort(-ratio[cand], kind="stable")[:cap]]
+            W = np.union1d(active, cand)
         eta = c + (columns_matvec(self.design.columns(W), w[W]) if W.size else 0.0)
         eta = np.broadcast_to(eta, (self.design.n_samples,)).astype(np.float64)
         for _ in range(100):  # KKT rounds
@@ -208,58 +324,85 @@ class LogisticL1Path:
         return w, c, grad
 
     def _newton(self, lam, W, w, c, eta):
-        """Proximal Newton on the working set ``W``; updates ``w`` in place."""
-        y = self.y
-        if W.size:
-            XW = self.design.columns(W)
-            pen = lam * self.std[W]
-            scale = np.r_[self.std[W], 1.0]
+        """Proximal Newton on the working set ``W``; updates ``w`` in place.
+
+        Only rows where some working-set neuron is non-zero ("touched" rows)
+        are handled row by row: on every other row the linear predictor is the
+        intercept, so those rows enter the loss, gradient and Hessian of the
+        intercept through three scalars.
+        """
+        k = W.size
+        if k:
+            cols = _WorkingColumns(self.design.columns(W))
+            rows = cols.touched
+            cols.restrict_rows()
         else:
-            XW = None
-            pen = np.zeros(0)
-            scale = np.ones(1)
+            cols = None
+            rows = np.zeros(0, dtype=np.intp)
+        y_t = self.y[rows]
+        eta_t = eta[rows]
+        n_rest = self.design.n_samples - rows.size
+        y_rest = float(self.y.sum() - y_t.sum())
+        pen = lam * self.std[W]
+        scale = np.r_[self.std[W], 1.0]
+        pen_full = np.r_[pen, 0.0]
+        v = np.r_[w[W], c]
+
+        def objective(eta_rows, c_val, coef):
+            rest = n_rest * float(np.logaddexp(0.0, c_val)) - c_val * y_rest
+            loss, prob = _loss_and_prob(eta_rows, y_t)
+            return loss + rest + float(np.sum(pen * np.abs(coef))), prob
+
+        f0, p = objective(eta_t, v[k], v[:k])
         for _ in range(self.max_iter):
             self.n_newton += 1
-            p = expit(eta)
-            r = p - y
+            r = p - y_t
             h = p * (1.0 - p)
-            k = W.size
+            p_rest = float(expit(v[k]))
             H = np.empty((k + 1, k + 1))
             g = np.empty(k + 1)
             if k:
-                H[:k, :k] = columns_product(XW, h)
-                hx = np.asarray(XW.T @ h).ravel()
+                H[:k, :k] = cols.weighted_gram(h)
+                hx = cols.rmatvec(h)
                 H[:k, k] = hx
                 H[k, :k] = hx
-                g[:k] = np.asarray(XW.T @ r).ravel()
-            H[k, k] = h.sum()
-            g[k] = r.sum()
-            v = np.r_[w[W], c]
-            pen_full = np.r_[pen, 0.0]
+                g[:k] = cols.rmatvec(r)
+            H[k, k] = h.sum() + n_rest * p_rest * (1.0 - p_rest)
+            g[k] = r.sum() + n_rest * p_rest - y_rest
             d = _cd_quadratic(H, g, v, pen_full, scale, 0.01 * self.tol)
             if not np.any(d):
                 break
             dk = d[:k]
-            delta_eta = d[k] + (columns_matvec(XW, dk) if k else 0.0)
-            f0 = _logloss(eta, y) + float(np.sum(pen * np.abs(v[:k])))
+            delta_eta = d[k] + (cols.matvec(dk) if k else 0.0)
+            if np.max(np.abs(d) * scale) <= self.tol:
+                # Converged: take the last tiny step; a line search on it would
+                # only compare rounding errors.
+                v = v + d
+                eta_t = eta_t + delta_eta
+                break
             descent = float(g @ d) + float(np.sum(pen * (np.abs(v[:k] + dk) - np.abs(v[:k]))))
+            slack = 1e-12 * abs(f0)
             t = 1.0
             while True:
-                eta_new = eta + t * delta_eta
+                eta_new = eta_t + t * delta_eta
                 vt = v + t * d
-                f1 = _logloss(eta_new, y) + float(np.sum(pen * np.abs(vt[:k])))
-                if f1 <= f0 + 0.25 * t * descent or t < 1e-12:
+                f1, p_new = objective(eta_new, vt[k], vt[:k])
+                if f1 <= f0 + 0.25 * t * descent + slack or t < 1e-10:
                     break
                 t *= 0.5
-            w[W] = vt[:k]
-            c = float(vt[k])
-            eta = eta_new
+            v = vt
+            f0, p = f1, p_new
+            eta_t = eta_new
             if np.max(np.abs(t * d) * scale) <= self.tol:
                 break
+        w[W] = v[:k]
+        c = float(v[k])
+        eta = np.full(self.design.n_samples, c)
+        eta[rows] = eta_t
         return eta, c
 
     # Exact N -----------------------------------------------------------------
-    def exact_n(self, n_select: int, *, refine_steps: int = 5) -> PathResult:
+    def exact_n(self, n_select: int, *, refine_steps: int = 2) -> PathResult:
         """Find a penalty with exactly ``n_select`` active neurons, centred in its interval."""
         m = self.design.n_features
         w = np.zeros(m)
@@ -361,7 +504,7 @@ class LogisticL1Path:
         ``|grad_j| / s_j``; the ``missing``-th largest of these among inactive
         neurons estimates where the count reaches the target (an over-estimate,
         since gradients shrink as the fit improves). Steps are kept within
-        [0.5, 0.95] of the current penalty.
+        [0.25, 0.95] of the current penalty.
         """
         inactive = self.usable & (w == 0)
         ratios = np.abs(grad[inactive]) / self.std[inactive]
@@ -369,7 +512,7 @@ class LogisticL1Path:
             return lam * 0.5
         kth = min(missing, ratios.size) - 1
         target = float(-np.partition(-ratios, kth)[kth])
-        return float(min(0.95 * lam, max(0.5 * lam, target)))
+        return float(min(0.95 * lam, max(0.25 * lam, target)))
 
     def _inexact(self, state, count, n_select) -> PathResult:
         """No penalty gives exactly n_select: the first denser solution, else the densest."""

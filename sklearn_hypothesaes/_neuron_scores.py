@@ -41,27 +41,39 @@ def separation_scores(
     n_targets = Y.shape[1]
     totals = Y.sum(axis=0)
     scores = np.zeros((n_targets, m))
-    n_positive = np.zeros(m, dtype=np.int64)
-    n_zero = np.zeros(m, dtype=np.int64)
-    for j in range(m):
+    n_positive = design.count_positive()
+    n_nonzero = design.count_nonzero()
+    n_zero = n - n_nonzero
+    eligible = (n_positive > 0) & (n_zero > 0)
+    # Target sums over each neuron's non-zero rows, for all neurons at once.
+    if design.sparse:
+        csc = design.csc
+        cum = np.vstack([np.zeros((1, n_targets)), np.cumsum(Y[csc.indices], axis=0)])
+        nonzero_sums = cum[csc.indptr[1:]] - cum[csc.indptr[:-1]]  # (m, n_targets)
+    else:
+        nonzero_sums = np.zeros((m, n_targets))
+        for j in np.flatnonzero(eligible):
+            rows, _ = design.column_values(j)
+            nonzero_sums[j] = Y[rows].sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zero_means = (totals[None, :] - nonzero_sums) / n_zero[:, None]
+    y1 = Y[:, 0] if n_targets == 1 else None
+    for j in np.flatnonzero(eligible).tolist():
         rows, vals = design.column_values(j)
-        n_zero[j] = n - rows.size
-        pos = vals > 0
-        n_pos = int(np.count_nonzero(pos))
-        n_positive[j] = n_pos
-        if n_pos == 0 or n_zero[j] == 0:
-            continue
-        prow, pval = rows[pos], vals[pos]
+        if n_positive[j] < rows.size:
+            pos = vals > 0
+            rows, vals = rows[pos], vals[pos]
+        n_pos = rows.size
         if n_pos > n_top:
             # The n_top largest values; among equal values the earlier rows.
-            cut = np.partition(pval, n_pos - n_top)[n_pos - n_top]
-            cand = pval >= cut
-            prow, pval = prow[cand], pval[cand]
-            top = prow[np.lexsort((prow, -pval))[:n_top]]
+            cut = np.partition(vals, n_pos - n_top)[n_pos - n_top]
+            cand = vals >= cut
+            rows, vals = rows[cand], vals[cand]
+            if rows.size > n_top:
+                rows = rows[np.lexsort((rows, -vals))[:n_top]]
+        if y1 is not None:
+            scores[0, j] = y1[rows].mean()
         else:
-            top = prow
-        top_mean = Y[top].mean(axis=0)
-        zero_mean = (totals - Y[rows].sum(axis=0)) / n_zero[j]
-        scores[:, j] = top_mean - zero_mean
-    eligible = (n_positive > 0) & (n_zero > 0)
+            scores[:, j] = Y[rows].mean(axis=0)
+    scores[:, eligible] -= zero_means[eligible].T
     return scores, n_positive, eligible

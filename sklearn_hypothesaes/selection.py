@@ -29,8 +29,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from sklearn_hypothesaes._activations import ActivationMatrix
 from sklearn_hypothesaes._lasso_path import (
     LogisticL1Path,
+    StandardisedGram,
     lasso_exact_n_squared,
-    standardised_gram,
 )
 from sklearn_hypothesaes._neuron_scores import correlation_scores, separation_scores
 from sklearn_hypothesaes.exceptions import SelectionWarning
@@ -336,14 +336,17 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
         alphas = np.zeros(n_targets)
         n_iter = 0
         rankings = []
-        gram = standardised_gram(design, mean, std, usable) if loss == "squared" else None
         if loss == "squared":
-            xty_all = design.rmatvec(Y - Y.mean(axis=0))  # (n_features, n_targets)
+            gram = StandardisedGram(design, mean, std)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                xty_all = design.rmatvec(Y - Y.mean(axis=0)) / std[:, None]
+            xty_all[~usable] = 0.0
         for t in range(n_targets):
             if loss == "squared":
-                xty = xty_all[usable, t] / std[usable]
-                result = lasso_exact_n_squared(gram, xty, design.n_samples, n_target_select)
-                scores[t, usable] = result.coef
+                result = lasso_exact_n_squared(
+                    gram, xty_all[:, t], design.n_samples, n_target_select, usable
+                )
+                scores[t] = result.coef
             else:
                 path = LogisticL1Path(
                     design, Y[:, t], std, usable, tol=self.tol, max_iter=self.max_iter
