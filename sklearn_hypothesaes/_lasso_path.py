@@ -344,8 +344,7 @@ class LogisticL1Path:
         n_rest = self.design.n_samples - rows.size
         y_rest = float(self.y.sum() - y_t.sum())
         pen = lam * self.std[W]
-        scale = np.r_[self.std[W], 1.0]
-        pen_full = np.r_[pen, 0.0]
+        scale = self.std[W]
         v = np.r_[w[W], c]
 
         def objective(eta_rows, c_val, coef):
@@ -359,22 +358,33 @@ class LogisticL1Path:
             r = p - y_t
             h = p * (1.0 - p)
             p_rest = float(expit(v[k]))
-            H = np.empty((k + 1, k + 1))
-            g = np.empty(k + 1)
+            h_cc = h.sum() + n_rest * p_rest * (1.0 - p_rest)
+            g_c = r.sum() + n_rest * p_rest - y_rest
+            d = np.zeros(k + 1)
+            g = np.r_[np.zeros(k), g_c]
             if k:
-                H[:k, :k] = cols.weighted_gram(h)
+                # Minimise the quadratic model over the (free) intercept step in
+                # closed form: what remains for the neurons is the Schur
+                # complement, i.e. the model with h-weighted centred columns.
+                # CD on it is well conditioned even when activations have a
+                # large mean, and the intercept never enters the CD loop.
                 hx = cols.rmatvec(h)
-                H[:k, k] = hx
-                H[k, :k] = hx
                 g[:k] = cols.rmatvec(r)
-            H[k, k] = h.sum() + n_rest * p_rest * (1.0 - p_rest)
-            g[k] = r.sum() + n_rest * p_rest - y_rest
-            d = _cd_quadratic(H, g, v, pen_full, scale, 0.01 * self.tol)
+                mu = hx / h_cc
+                H_s = cols.weighted_gram(h) - np.outer(hx, mu)
+                g_s = g[:k] - mu * g_c
+                d[:k] = _cd_quadratic(H_s, g_s, v[:k], pen, scale, 0.01 * self.tol)
+                d[k] = -g_c / h_cc - float(mu @ d[:k])
+            else:
+                d[k] = -g_c / h_cc
             if not np.any(d):
                 break
             dk = d[:k]
             delta_eta = d[k] + (cols.matvec(dk) if k else 0.0)
-            if np.max(np.abs(d) * scale) <= self.tol:
+            # Step size in standardised units: neuron steps times their scale, and
+            # the step of the intercept at the (h-weighted) mean activation.
+            step = max(float(np.max(np.abs(dk) * scale, initial=0.0)), abs(g_c) / h_cc)
+            if step <= self.tol:
                 # Converged: take the last tiny step; a line search on it would
                 # only compare rounding errors.
                 v = v + d
@@ -393,7 +403,7 @@ class LogisticL1Path:
             v = vt
             f0, p = f1, p_new
             eta_t = eta_new
-            if np.max(np.abs(t * d) * scale) <= self.tol:
+            if t * step <= self.tol:
                 break
         w[W] = v[:k]
         c = float(v[k])
@@ -523,10 +533,14 @@ class LogisticL1Path:
         return PathResult(float(lam), w * self.std, self.n_solves, False, count[lam])
 
 
-def _cd_quadratic(H, g, v, pen, scale, tol) -> np.ndarray:
-    """Coordinate descent on ``g'd + d'Hd/2 + sum pen_j |v_j + d_j|``; returns ``d``."""
+def _cd_quadratic(H, g, v, pen, scale, tol, max_sweeps: int = 200) -> np.ndarray:
+    """Coordinate descent on ``g'd + d'Hd/2 + sum pen_j |v_j + d_j|``; returns ``d``.
+
+    Stops when a sweep changes no coordinate by more than ``tol`` (in units of
+    ``scale``) or by more than 1e-3 of the largest step so far: the Newton
+    iterations around it only need an inexact step.
+    """
     n = g.size
-    d = np.zeros(n)
     Hd = np.zeros(n)
     diag = np.diag(H).tolist()
     gl = g.tolist()
@@ -534,7 +548,8 @@ def _cd_quadratic(H, g, v, pen, scale, tol) -> np.ndarray:
     penl = pen.tolist()
     scalel = scale.tolist()
     dl = [0.0] * n
-    for _ in range(1000):
+    largest = 0.0
+    for _ in range(max_sweeps):
         max_change = 0.0
         Hdl = Hd.tolist()
         for j in range(n):
@@ -552,7 +567,9 @@ def _cd_quadratic(H, g, v, pen, scale, tol) -> np.ndarray:
                 change = abs(delta) * scalel[j]
                 if change > max_change:
                     max_change = change
-        if max_change <= tol:
+                step = abs(dl[j]) * scalel[j]
+                if step > largest:
+                    largest = step
+        if max_change <= max(tol, 1e-3 * largest):
             break
-    d[:] = dl
-    return d
+    return np.asarray(dl)

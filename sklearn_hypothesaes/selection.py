@@ -99,7 +99,8 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
         standardised activations (unpenalised intercept).
     n_iter_ : int
         Lasso path steps taken (LARS iterations, or penalties solved on the
-        logistic path), summed over classes; 0 for the other methods.
+        logistic path), summed over classes; 1 (a single pass) for the other
+        methods.
     task_ : str
         The resolved task: ``"regression"``, ``"binary"`` or ``"multiclass"``.
     loss_ : str or None
@@ -248,7 +249,7 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
             )
 
         self.alpha_ = None
-        self.n_iter_ = 0
+        self.n_iter_ = 1  # one pass over the activations; the Lasso counts path steps
         if self.method == "lasso":
             scores, rankings = self._fit_lasso(design, Y, mean, std, usable, loss)
         elif self.method == "correlation":
