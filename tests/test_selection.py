@@ -403,3 +403,13 @@ def test_unfitted_and_wrong_width_transform(small):
     selector.fit(small.codes, small.y)
     with pytest.raises(ValueError, match="features"):
         selector.transform(small.codes[:, :10])
+
+
+def test_verbose_logs_the_path(small, caplog):
+    with caplog.at_level("INFO", logger="sklearn_hypothesaes.selection"):
+        NeuronSelector(3, verbose=True).fit(small.codes, small.y_binary)
+    assert any("alpha=" in rec.getMessage() for rec in caplog.records)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="sklearn_hypothesaes.selection"):
+        NeuronSelector(3).fit(small.codes, small.y_binary)
+    assert not caplog.records
