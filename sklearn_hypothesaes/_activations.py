@@ -186,15 +186,6 @@ def _clean(X):
     return X
 
 
-def columns_product(cols, weights: np.ndarray | None = None) -> np.ndarray:
-    """``cols.T @ diag(weights) @ cols`` as a dense array (cols sparse or dense)."""
-    if sp.issparse(cols):
-        right = cols if weights is None else sp.diags(weights) @ cols
-        return np.asarray((cols.T @ right).toarray())
-    right = cols if weights is None else cols * weights[:, None]
-    return cols.T @ right
-
-
 def columns_matvec(cols, w: np.ndarray) -> np.ndarray:
     """``cols @ w`` as a dense float64 vector."""
     return np.asarray(cols @ w).ravel()

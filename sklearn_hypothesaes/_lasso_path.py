@@ -5,10 +5,12 @@ Both losses solve the problem the reference selection solves on
 would densify sparse activations):
 
 - squared loss, ``min_b 1/(2n) ||y - ybar - Xs b||^2 + alpha ||b||_1`` (sklearn
-  ``Lasso(alpha)`` on standardised ``Xs`` with an intercept). The Gram matrix of
-  ``Xs`` is ``D^-1 (X'X - n mu mu') D^-1``, computed from the sparse ``X'X``; the
-  LARS-Lasso path on it gives the exact breakpoints of the solution path, so the
-  segment with exactly N active neurons is read off the path, not searched for.
+  ``Lasso(alpha)`` on standardised ``Xs`` with an intercept). LARS with the
+  Lasso modification follows the exact breakpoints of the solution path, so the
+  segment with exactly N active neurons is read off the path, not searched
+  for. It needs only the Gram columns of neurons that enter the path,
+  ``Xs'Xs[:, j] = (X'X[:, j] - n mu mu_j) / (s s_j)``, computed from the sparse
+  ``X`` one column at a time.
 - logistic loss, ``min_{b,c} sum_i logloss(y_i, c + Xs_i b) + alpha ||b||_1``
   (sklearn ``LogisticRegression(C=1/alpha, l1_ratio=1)`` on ``Xs``, unpenalised
   intercept). With ``w = b / s`` and the intercept absorbing the centring this is
