@@ -522,8 +522,9 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
                 prompts,
                 parse=parse,
                 max_tokens=self._max_tokens(h),
-                json_schema=_multi_schema(h) if namespace == NAMESPACE_MULTI and
-                self.structured_output else None,
+                json_schema=_multi_schema(h)
+                if namespace == NAMESPACE_MULTI and self.structured_output
+                else None,
                 on_result=on_result,
                 desc="Annotating",
                 progress_total=n_total,
@@ -546,7 +547,9 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         if self.verbose:
             logger.info(
                 "Annotating %d items: %d from cache, %d requests.",
-                len(keys), n_cached, len(unique_todo),
+                len(keys),
+                n_cached,
+                len(unique_todo),
             )
         usage = Usage()
         answers: dict = {}

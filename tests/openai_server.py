@@ -14,7 +14,8 @@ reference package's (``PROPERTY: "..."`` / ``TEXT: "..."``). Token usage is the
 documented estimate ``ceil(chars / 4) + 4`` per message, the same for every client.
 
 Faults are injected per request: ``fault_rates={"429": 0.1, "500": 0.05, "hang":
-0.01, "malformed": 0.05, "empty": 0.05}`` (seeded), and/or ``fault_schedule=[...]``:
+0.01, "malformed": 0.05, "empty": 0.05, "garbage": 0.05}`` (seeded; "garbage" is a
+200 response whose body is not JSON), and/or ``fault_schedule=[...]``:
 the n-th request carrying the same prompt gets ``fault_schedule[n]`` (None = no
 fault), so every item meets every fault kind once. ``hold_after=N`` makes every
 request after the N-th completed one hang until :meth:`FakeOpenAIServer.release`.
@@ -38,7 +39,7 @@ from collections import Counter
 from email.parser import BytesParser
 from email.policy import HTTP
 
-FAULT_KINDS = ("429", "500", "hang", "malformed", "empty")
+FAULT_KINDS = ("429", "500", "hang", "malformed", "empty", "garbage")
 _OUR_PAIR = re.compile(r"PROPERTY: (.*?)\n<text>\n(.*)\n</text>", re.DOTALL)
 _OUR_MULTI = re.compile(r"PROPERTIES:\n(.*?)\n<text>\n(.*)\n</text>", re.DOTALL)
 _REF_PAIR = re.compile(r'PROPERTY: "(.*)"\nTEXT: "(.*)"\nOutput:\s*$', re.DOTALL)
@@ -54,9 +55,7 @@ def default_answer(concept: str, text: str) -> bool:
     """Yes when a quoted term of the concept (or its last word) is a word of the text."""
     terms = _QUOTED.findall(concept) or _WORD.findall(concept)[-1:]
     words = set(_WORD.findall(text.lower()))
-    return any(
-        (t.lower() in words) if " " not in t else (t.lower() in text.lower()) for t in terms
-    )
+    return any((t.lower() in words) if " " not in t else (t.lower() in text.lower()) for t in terms)
 
 
 class FakeOpenAIServer:
@@ -82,6 +81,8 @@ class FakeOpenAIServer:
         Wrap answers in a ``<think>...</think>`` block like a reasoning model.
     verbose_answers : bool
         Answer "Yes. <reason>" instead of a bare "Yes" when max_tokens allows.
+    api_key : str
+        When set, requests without ``Authorization: Bearer <api_key>`` get a 401.
     """
 
     def __init__(
@@ -98,7 +99,11 @@ class FakeOpenAIServer:
         verbose_answers: bool = False,
         seed: int = 0,
         port: int = 0,
+        api_key: str | None = None,
     ) -> None:
+        self.api_key = api_key
+        self.inflight = 0
+        self.max_inflight = 0
         self.latency = latency
         self.answer = answer
         self.fault_rates = dict(fault_rates or {})
@@ -189,6 +194,7 @@ class FakeOpenAIServer:
             "prompt_tokens": sum(e.get("prompt_tokens", 0) for e in entries),
             "completion_tokens": sum(e.get("completion_tokens", 0) for e in entries),
             "faults": dict(Counter(e["fault"] for e in entries if e.get("fault"))),
+            "max_inflight": self.max_inflight,
             "paths": dict(Counter(e["path"] for e in entries)),
         }
 
@@ -220,12 +226,15 @@ class FakeOpenAIServer:
                     return
                 status, payload, extra = result
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                ctype = "application/octet-stream" if isinstance(payload, bytes) else (
-                    "application/json"
+                ctype = (
+                    "application/octet-stream"
+                    if isinstance(payload, bytes)
+                    else ("application/json")
                 )
                 reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests"}.get(
                     status, "Error"
                 )
+                ctype = extra.pop("Content-Type", ctype)
                 out = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}"]
                 out += [f"Content-Length: {len(data)}", "Connection: keep-alive"]
                 out += [f"{k}: {v}" for k, v in extra.items()]
@@ -245,8 +254,16 @@ class FakeOpenAIServer:
         if method == "GET" and path == "/_stats":
             return 200, self.stats(), {}
         if method == "GET" and path == "/v1/models":
-            return 200, {"object": "list", "data": [{"id": "fake-model", "object": "model",
-                                                      "created": 0, "owned_by": "tests"}]}, {}
+            return (
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {"id": "fake-model", "object": "model", "created": 0, "owned_by": "tests"}
+                    ],
+                },
+                {},
+            )
         if method == "POST" and path in ("/v1/chat/completions", "/v1/responses"):
             return await self._completion(path, headers, json.loads(body or b"{}"))
         if method == "POST" and path == "/v1/files":
@@ -314,6 +331,17 @@ class FakeOpenAIServer:
         }
         with self._lock:
             self.log.append(entry)
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            entry.update(status=401, fault="auth")
+            return 401, _error("Incorrect API key provided.", "invalid_api_key"), {}
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            return await self._answer(path, req, messages, key, entry)
+        finally:
+            self.inflight -= 1
+
+    async def _answer(self, path, req, messages, key, entry):
         if self.hold_after is not None and self.n_completed >= self.hold_after:
             entry["fault"] = "held"
             await self._release.wait()
@@ -323,9 +351,11 @@ class FakeOpenAIServer:
         entry["fault"] = fault
         if fault == "429":
             entry["status"] = 429
-            return 429, _error("rate limited", "rate_limit_exceeded"), {
-                "retry-after": str(self.retry_after)
-            }
+            return (
+                429,
+                _error("rate limited", "rate_limit_exceeded"),
+                {"retry-after": str(self.retry_after)},
+            )
         if fault == "500":
             entry["status"] = 500
             return 500, _error("internal error", "server_error"), {}
@@ -333,6 +363,9 @@ class FakeOpenAIServer:
             entry["status"] = None
             await asyncio.sleep(self.hang_seconds)
             return None
+        if fault == "garbage":
+            entry["status"] = 200
+            return 200, b"<html>upstream proxy error</html>", {"Content-Type": "application/json"}
         text = self._answer_text(messages, req)
         if self.think:
             text = "<think>Let me look at the text carefully.</think>\n" + text
@@ -398,15 +431,19 @@ class FakeOpenAIServer:
         self._files[fid] = data
         with self._lock:
             self.log.append({"path": "/v1/files", "time": time.time(), "status": 200})
-        return 200, {
-            "id": fid,
-            "object": "file",
-            "bytes": len(data),
-            "created_at": int(time.time()),
-            "filename": filename,
-            "purpose": purpose,
-            "status": "processed",
-        }, {}
+        return (
+            200,
+            {
+                "id": fid,
+                "object": "file",
+                "bytes": len(data),
+                "created_at": int(time.time()),
+                "filename": filename,
+                "purpose": purpose,
+                "status": "processed",
+            },
+            {},
+        )
 
     def _create_batch(self, req: dict):
         bid = f"batch_{uuid.uuid4().hex[:12]}"
