@@ -181,9 +181,17 @@ class FakeOpenAIServer:
 
     # -- log helpers -------------------------------------------------------------------
     def completed(self) -> list[dict]:
-        """Log entries of requests answered with a usable 200 answer."""
+        """Log entries of requests answered with a usable 200 answer.
+
+        Requests that were held (``hold_after``) are left out: their client may
+        be gone by the time they are released.
+        """
         with self._lock:
-            return [e for e in self.log if e.get("status") == 200 and not e.get("fault")]
+            return [
+                e
+                for e in self.log
+                if e.get("status") == 200 and not e.get("fault") and not e.get("held")
+            ]
 
     def stats(self) -> dict:
         with self._lock:
@@ -343,7 +351,7 @@ class FakeOpenAIServer:
 
     async def _answer(self, path, req, messages, key, entry):
         if self.hold_after is not None and self.n_completed >= self.hold_after:
-            entry["fault"] = "held"
+            entry.update(fault="held", held=True)
             await self._release.wait()
         fault = self._pick_fault(key)
         if self.latency:
