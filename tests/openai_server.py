@@ -43,6 +43,7 @@ FAULT_KINDS = ("429", "500", "hang", "malformed", "empty", "garbage")
 _OUR_PAIR = re.compile(r"PROPERTY: (.*?)\n<text>\n(.*)\n</text>", re.DOTALL)
 _OUR_MULTI = re.compile(r"PROPERTIES:\n(.*?)\n<text>\n(.*)\n</text>", re.DOTALL)
 _REF_PAIR = re.compile(r'PROPERTY: "(.*)"\nTEXT: "(.*)"\nOutput:\s*$', re.DOTALL)
+_REF_MARK = 'PROPERTY: "'
 _QUOTED = re.compile(r'"([^"]+)"')
 _WORD = re.compile(r"[\w']+")
 
@@ -312,7 +313,8 @@ class FakeOpenAIServer:
                 cid, _, concept = line.partition(": ")
                 answers[cid.strip()] = bool(self.answer(concept, m[2]))
             return json.dumps(answers)
-        m = _OUR_PAIR.search(user) or _REF_PAIR.search(prompt)
+        # The reference prompt has worked examples first: parse its last PROPERTY.
+        m = _OUR_PAIR.search(user) or _REF_PAIR.search(prompt[prompt.rfind(_REF_MARK) :])
         if not m:
             return "I can only answer annotation prompts."
         yes = bool(self.answer(m[1], m[2]))

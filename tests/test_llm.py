@@ -72,6 +72,37 @@ def test_client_clones_and_pickles_without_key(monkeypatch):
     assert clone(client).get_params()["max_concurrency"] == 7
 
 
+def test_auto_transport_uses_the_sdk_behind_a_proxy(monkeypatch):
+    from sklearn_hypothesaes._http import FastTransport
+
+    client = OpenAIClient("m", base_url="http://127.0.0.1:9/v1")
+    assert isinstance(client.make_transport(), FastTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert not isinstance(client.make_transport(), FastTransport)
+    assert isinstance(client.set_params(transport="fast").make_transport(), FastTransport)
+
+
+def test_fast_transport_replaces_a_dead_pooled_connection():
+    with FakeOpenAIServer() as srv:
+        client = _client(srv, transport="fast", max_concurrency=1)
+
+        async def two_runs_one_pool():
+            transport = client.make_transport()
+            runner_prompts = _prompts(TEXTS[:2])
+            first = await transport.post_json(
+                "/chat/completions", {"model": "m", "messages": runner_prompts[0]}
+            )
+            for conn in transport._idle:  # the pooled connection dies while idle
+                conn.writer.transport.abort()
+            second = await transport.post_json(
+                "/chat/completions", {"model": "m", "messages": runner_prompts[1]}
+            )
+            await transport.aclose()
+            return first[0], second[0]
+
+        assert asyncio.run(two_runs_one_pool()) == (200, 200)
+
+
 def test_endpoint_resolution(monkeypatch):
     assert OpenAIClient().endpoint == "https://api.openai.com/v1"
     monkeypatch.setenv("OPENAI_BASE_URL", "http://localhost:11434/v1/")
@@ -112,9 +143,10 @@ def test_prompt_loader_lists_versions():
 
 
 # -- running ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("transport", ["fast", "openai"])
 @pytest.mark.parametrize("api", ["chat", "responses"])
-def test_complete_returns_answers_in_order_with_usage(server, api):
-    run = _client(server, api=api).complete(_prompts(), max_tokens=5)
+def test_complete_returns_answers_in_order_with_usage(server, api, transport):
+    run = _client(server, api=api, transport=transport).complete(_prompts(), max_tokens=5)
     assert run.texts == _expected()
     assert all(r.ok and r.attempts == 1 for r in run.results)
     stats = server.stats()
@@ -142,20 +174,24 @@ def test_api_key_is_read_from_the_environment_at_call_time(monkeypatch):
         assert srv.log[-1]["authorization"] == "Bearer sk-late-key"
 
 
-def test_wrong_key_stops_the_run_with_a_clear_error(monkeypatch):
+@pytest.mark.parametrize("transport", ["fast", "openai"])
+def test_wrong_key_stops_the_run_with_a_clear_error(monkeypatch, transport):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-0000")
     with FakeOpenAIServer(api_key="sk-right") as srv:
         with pytest.raises(LLMError, match="refused the run") as info:
-            _client(srv).complete(_prompts())
+            _client(srv, transport=transport).complete(_prompts())
         assert "sk-wrong-0000" not in str(info.value)
         assert len(srv.log) <= 2 * 30  # stops early instead of trying every item
 
 
+@pytest.mark.parametrize("transport", ["fast", "openai"])
 @pytest.mark.parametrize("fault", ["429", "500", "hang", "malformed", "empty", "garbage"])
-def test_every_fault_kind_is_survived_with_correct_answers(fault):
+def test_every_fault_kind_is_survived_with_correct_answers(fault, transport):
     # Each prompt's first attempt meets the fault; the retry must give the right answer.
     with FakeOpenAIServer(fault_schedule=[fault], retry_after=0.01, hang_seconds=5) as srv:
-        run = _client(srv, timeout=0.5).complete(_prompts(TEXTS[:8]), parse=parse_yes_no)
+        run = _client(srv, timeout=0.5, transport=transport).complete(
+            _prompts(TEXTS[:8]), parse=parse_yes_no
+        )
         assert run.values == [int(a == "Yes") for a in _expected(TEXTS[:8])]
         assert run.usage.n_failed == 0
         assert run.usage.n_retries == 8
@@ -173,9 +209,10 @@ def test_mixed_random_faults_with_reasoning_model_answers():
         assert run.usage.n_retries > 0 and run.usage.n_failed == 0
 
 
-def test_retry_after_is_honoured():
+@pytest.mark.parametrize("transport", ["fast", "openai"])
+def test_retry_after_is_honoured(transport):
     with FakeOpenAIServer(fault_schedule=["429"], retry_after=0.4) as srv:
-        _client(srv).complete(_prompts(TEXTS[:4]))
+        _client(srv, transport=transport).complete(_prompts(TEXTS[:4]))
         times = defaultdict(list)
         for entry in srv.log:
             times[entry["key"]].append(entry["time"])
