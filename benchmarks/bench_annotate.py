@@ -168,8 +168,7 @@ def _run_ours(case: dict, data: dict, *, mode: str, api: str) -> dict:
             cache = SQLiteCache(tmp)
             truth = data["truth"]
             if mode == "pair":
-                flat_t = [t for t in texts for _ in concepts]
-                keys = ann._pair_keys(flat_t, concepts * len(texts))
+                keys = ann._pair_keys(texts, concepts, grid=True)
                 values = [str(int(v)) for v in truth.ravel()]
                 cache.put_many(NAMESPACE_PAIR, zip(keys, values))
             else:
