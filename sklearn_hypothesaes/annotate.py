@@ -29,7 +29,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE_PAIR = "annotation"
 NAMESPACE_MULTI = "annotation-multi"
+NAMESPACE_BATCH = "annotation-batch"
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _YES_NO_RE = re.compile(r"^[\s\"'*`(\[]*(yes|no)\b", re.IGNORECASE)
@@ -247,6 +248,17 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
     max_tokens : int, default=None
         Completion token limit; None means 8 in ``pair`` mode and ``10 + 8*H``
         in ``multi`` mode. Raise it for reasoning models that think first.
+    backend : {"async", "batch"}, default="async"
+        Send requests concurrently now, or through the OpenAI Batch API (half
+        price on OpenAI, results within 24 h). A batch's id is stored in the
+        cache as soon as it is submitted, so an interrupted ``transform`` resumes
+        polling the same batch instead of paying again.
+    batch_poll_interval : float, default=30.0
+        Seconds between status checks of a batch.
+    batch_max_wait : float or None, default=None
+        Give up waiting after this many seconds with
+        :class:`~sklearn_hypothesaes._llm_batch.BatchPendingError` (the batch
+        keeps running; call ``transform`` again later). None waits until done.
     verbose : bool, default=True
         Progress bar (throughput, cache hits) and info logging.
 
@@ -280,6 +292,9 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         "prompt_version": [Interval(Integral, 1, None, closed="left"), None],
         "structured_output": ["boolean"],
         "max_tokens": [Interval(Integral, 1, None, closed="left"), None],
+        "backend": [StrOptions({"async", "batch"})],
+        "batch_poll_interval": [Interval(Real, 0, None, closed="left")],
+        "batch_max_wait": [Interval(Real, 0, None, closed="left"), None],
         "verbose": ["boolean"],
     }
 
@@ -295,6 +310,9 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         prompt_version: int | None = None,
         structured_output: bool = True,
         max_tokens: int | None = None,
+        backend: str = "async",
+        batch_poll_interval: float = 30.0,
+        batch_max_wait: float | None = None,
         verbose: bool = True,
     ) -> None:
         self.concepts = concepts
@@ -306,6 +324,9 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         self.prompt_version = prompt_version
         self.structured_output = structured_output
         self.max_tokens = max_tokens
+        self.backend = backend
+        self.batch_poll_interval = batch_poll_interval
+        self.batch_max_wait = batch_max_wait
         self.verbose = verbose
 
     # -- sklearn API -------------------------------------------------------------------
@@ -531,14 +552,16 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
                     asyncio.get_running_loop().call_soon(flush)
 
         prompts = [messages_for(i) for i in range(len(unique_todo))]
+        multi = namespace == NAMESPACE_MULTI
+        schema = _multi_schema(h) if multi and self.structured_output else None
+        if self.backend == "batch":
+            return self._run_batch(client, cache, namespace, unique_todo, prompts, parse, schema, h)
         try:
             run = client.complete(
                 prompts,
                 parse=parse,
                 max_tokens=self._max_tokens(h),
-                json_schema=_multi_schema(h)
-                if namespace == NAMESPACE_MULTI and self.structured_output
-                else None,
+                json_schema=schema,
                 on_result=on_result,
                 desc="Annotating",
                 progress_total=n_total,
@@ -546,6 +569,31 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
             )
         finally:
             flush()
+        return answers, run.usage
+
+    def _run_batch(self, client, cache, namespace, unique_todo, prompts, parse, schema, h):
+        batch_key = make_key(items=unique_todo)
+        stored = cache.get(NAMESPACE_BATCH, batch_key) if cache is not None else None
+        if stored:
+            logger.info("Resuming batch %s for %d items.", stored, len(unique_todo))
+
+        def remember(batch_id: str) -> None:
+            if cache is not None:
+                cache.put(NAMESPACE_BATCH, batch_key, batch_id)
+
+        run = client.run_batch(
+            prompts,
+            parse=parse,
+            max_tokens=self._max_tokens(h),
+            json_schema=schema,
+            batch_id=stored,
+            on_submitted=remember,
+            poll_interval=self.batch_poll_interval,
+            max_wait=self.batch_max_wait,
+        )
+        answers = {key: res.value for key, res in zip(unique_todo, run.results) if res.ok}
+        if cache is not None:
+            cache.put_many(namespace, [(k, _encode(v)) for k, v in answers.items()])
         return answers, run.usage
 
     def _annotate_pairs(self, texts: list[str], concepts: list[str], *, grid: bool = False):

@@ -526,6 +526,47 @@ class OpenAIClient(BaseEstimator):
             )
         return run
 
+    def run_batch(
+        self,
+        prompts: Sequence[Messages | str],
+        *,
+        parse: Callable[[str], Any] | None = None,
+        max_tokens: int | None = None,
+        json_schema: dict | None = None,
+        batch_id: str | None = None,
+        on_submitted: Callable[[str], None] | None = None,
+        poll_interval: float = 30.0,
+        max_wait: float | None = None,
+    ) -> CompletionRun:
+        """Run the requests through the OpenAI Batch API (half price, slower).
+
+        Uploads a JSONL file, creates the batch, polls it every
+        ``poll_interval`` seconds and downloads the results. ``on_submitted(batch_id)``
+        is called once the batch exists so that the caller can store the id;
+        passing that id back as ``batch_id`` resumes polling instead of
+        submitting again. With ``max_wait`` (seconds), a batch still running
+        raises :class:`~sklearn_hypothesaes._llm_batch.BatchPendingError`.
+
+        Returns
+        -------
+        run : CompletionRun
+            As :meth:`complete`; unanswered or unparseable items are not ``ok``.
+        """
+        from sklearn_hypothesaes._llm_batch import run_batch
+
+        self.validate()
+        return run_batch(
+            self,
+            [_as_messages(p) for p in prompts],
+            parse=parse,
+            max_tokens=max_tokens,
+            json_schema=json_schema,
+            batch_id=batch_id,
+            on_submitted=on_submitted,
+            poll_interval=poll_interval,
+            max_wait=max_wait,
+        )
+
 
 def _as_messages(prompt: Messages | str) -> Messages:
     if isinstance(prompt, str):

@@ -425,3 +425,31 @@ def test_sigkill_mid_run_loses_only_in_flight_requests(tmp_path):
         assert len(counts) == 2 * n and set(counts.values()) == {1}
         total, n_cached = out.stdout.split()[1:]
         assert int(total) == n // 2 + n and int(n_cached) == len(finished_before)
+
+
+# -- batch API -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["pair", "multi"])
+def test_batch_backend_gives_correct_annotations(server, tmp_path, mode):
+    ann = annotator(server, tmp_path, mode=mode, backend="batch", batch_poll_interval=0.01)
+    np.testing.assert_array_equal(ann.fit(TEXTS).transform(TEXTS[:8]), expected(TEXTS[:8]))
+    paths = Counter(e["path"] for e in server.log)
+    assert paths["/v1/files"] == 1 and paths["/v1/batches"] == 1
+    assert ann.usage_.n_succeeded == (24 if mode == "pair" else 8)
+    # Cached afterwards: nothing is submitted again.
+    np.testing.assert_array_equal(ann.transform(TEXTS[:8]), expected(TEXTS[:8]))
+    assert Counter(e["path"] for e in server.log)["/v1/batches"] == 1
+
+
+def test_interrupted_batch_resumes_by_its_stored_id(server, tmp_path):
+    from sklearn_hypothesaes._llm_batch import BatchPendingError
+
+    ann = annotator(
+        server, tmp_path, backend="batch", batch_poll_interval=0.01, batch_max_wait=0.0
+    ).fit(TEXTS)
+    with pytest.raises(BatchPendingError) as info:
+        ann.transform(TEXTS[:5])
+    assert info.value.batch_id in server._batches
+    ann.set_params(batch_max_wait=None)
+    np.testing.assert_array_equal(ann.transform(TEXTS[:5]), expected(TEXTS[:5]))
+    paths = Counter(e["path"] for e in server.log)
+    assert paths["/v1/files"] == 1 and paths["/v1/batches"] == 1  # not resubmitted
