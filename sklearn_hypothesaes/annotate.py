@@ -22,6 +22,7 @@ re-run asks for them again.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
@@ -284,7 +285,7 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "concepts": ["array-like", None],
-        "client": [HasMethods(["complete", "request_identity"]), None],
+        "client": [HasMethods(["complete", "request_identity", "validate"]), None],
         "mode": [StrOptions({"pair", "multi"})],
         "cache": [None, "boolean", str, os.PathLike, SQLiteCache],
         "max_words": [Interval(Integral, 1, None, closed="left"), None],
@@ -452,7 +453,13 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
 
     # -- internals -----------------------------------------------------------------------
     def _resolve_client(self) -> OpenAIClient:
-        return self.client if self.client is not None else OpenAIClient(verbose=self.verbose)
+        if self.client is None:
+            return OpenAIClient(verbose=self.verbose)
+        if not self.verbose and getattr(self.client, "verbose", False):
+            quiet = copy.copy(self.client)  # never mutate the user's client
+            quiet.verbose = False
+            return quiet
+        return self.client
 
     def _template(self) -> PromptTemplate:
         name = "annotate" if self.mode == "pair" else "annotate_multi"

@@ -453,3 +453,32 @@ def test_interrupted_batch_resumes_by_its_stored_id(server, tmp_path):
     np.testing.assert_array_equal(ann.transform(TEXTS[:5]), expected(TEXTS[:5]))
     paths = Counter(e["path"] for e in server.log)
     assert paths["/v1/files"] == 1 and paths["/v1/batches"] == 1  # not resubmitted
+
+
+# -- properties ----------------------------------------------------------------------------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.text(max_size=200), st.integers(min_value=1, max_value=30))
+def test_truncate_words_keeps_a_prefix_with_at_most_max_words(text, n):
+    out = truncate_words(text, n)
+    assert text.startswith(out)
+    assert len(out.split()) == min(n, len(text.split()))
+
+
+@given(st.text(max_size=60))
+def test_parse_yes_no_is_strict(text):
+    try:
+        value = parse_yes_no(text)
+    except ValueError:
+        return
+    first = text.replace("*", " ").replace('"', " ").split()
+    assert value in (0, 1)
+    assert any(w.lower().startswith(("yes", "no")) for w in first[:3]) or "</think>" in text.lower()
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=12))
+def test_parse_multi_answer_round_trips(values):
+    payload = json.dumps({f"p{i + 1}": v for i, v in enumerate(values)})
+    assert parse_multi_answer(payload, len(values)) == [int(v) for v in values]
