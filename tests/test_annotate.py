@@ -288,7 +288,8 @@ def test_malformed_and_empty_answers_are_retried(tmp_path):
     rates = {"malformed": 0.2, "empty": 0.2, "garbage": 0.1, "429": 0.1}
     with FakeOpenAIServer(fault_rates=rates, retry_after=0.01) as srv:
         for mode in ("pair", "multi"):
-            ann = annotator(srv, tmp_path / mode, mode=mode, client_kw={"max_retries": 12})
+            kw = {"max_retries": 12, "max_backoff": 0.05}
+            ann = annotator(srv, tmp_path / mode, mode=mode, client_kw=kw)
             np.testing.assert_array_equal(ann.fit(TEXTS).transform(TEXTS), expected())
             assert ann.n_failed_ == 0 and ann.usage_.n_retries > 0
 
