@@ -393,20 +393,27 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         return tags
 
     # -- public helpers ------------------------------------------------------------------
-    def annotate_pairs(self, texts: Sequence[str], concepts: Sequence[str]) -> np.ndarray:
+    def annotate_pairs(
+        self, texts: Sequence[str], concepts: Sequence[str], *, return_usage: bool = False
+    ):
         """Annotate aligned (text, concept) pairs with the yes/no prompt.
 
-        Works without ``fit`` (it uses only the parameters); this is the scoring
-        path for neuron interpretation (fidelity of a candidate concept).
+        Works without ``fit`` (it uses only the parameters) and sets no
+        attribute; this is the scoring path for neuron interpretation
+        (fidelity of a candidate concept). Answers go through the same cache.
 
         Parameters
         ----------
         texts, concepts : sequences of str of equal length
+        return_usage : bool, default=False
+            Also return the run's :class:`~sklearn_hypothesaes._usage.Usage`.
 
         Returns
         -------
         values : ndarray of shape (n_pairs,), float
             1.0, 0.0, or NaN for items without a usable answer.
+        usage : Usage
+            Only with ``return_usage=True``.
         """
         texts = _check_texts(texts, "texts")
         concepts = _check_texts(concepts, "concepts")
@@ -415,9 +422,8 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
                 f"texts and concepts must have the same length ({len(texts)} != {len(concepts)})."
             )
         self._validate_params()
-        values, usage, n_cached = self._annotate_pairs(texts, concepts)
-        self.usage_ = usage
-        return values
+        values, usage, _ = self._annotate_pairs(texts, concepts)
+        return (values, usage) if return_usage else values
 
     def estimate_cost(self, X) -> dict:
         """Dry run: requests, tokens and cost that ``transform(X)`` would spend.

@@ -319,8 +319,9 @@ def test_annotate_pairs_scoring_path(server, tmp_path):
     ann = annotator(server, tmp_path, concepts=None)
     texts = TEXTS[:6]
     concepts = [CONCEPTS[i % 3] for i in range(6)]
-    values = ann.annotate_pairs(texts, concepts)
-    assert values.dtype == float
+    values, usage = ann.annotate_pairs(texts, concepts, return_usage=True)
+    assert values.dtype == float and usage.n_requests == 6
+    assert not hasattr(ann, "usage_")
     np.testing.assert_array_equal(values, [default_answer(c, t) for t, c in zip(texts, concepts)])
     with pytest.raises(ValueError, match="same length"):
         ann.annotate_pairs(texts, concepts[:2])
