@@ -312,3 +312,45 @@ def test_hang_is_cut_by_the_timeout():
         run = _client(srv, timeout=0.3, max_retries=1).complete(_prompts(TEXTS[:2]))
         assert time.perf_counter() - start < 5
         assert [r.error for r in run.results] == ["timeout", "timeout"]
+
+
+def test_fast_transport_reads_chunked_gzip_and_connection_close():
+    import gzip
+    import json as _json
+
+    from sklearn_hypothesaes._http import FastTransport
+
+    body = gzip.compress(_json.dumps({"ok": True}).encode())
+
+    async def chunked(reader, writer):
+        raw = await reader.readuntil(b"\r\n\r\n")
+        length = int(
+            [h for h in raw.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(
+                b":"
+            )[1]
+        )
+        await reader.readexactly(length)
+        half = len(body) // 2
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            + f"{half:x}\r\n".encode()
+            + body[:half]
+            + b"\r\n"
+            + f"{len(body) - half:x}\r\n".encode()
+            + body[half:]
+            + b"\r\n0\r\n\r\n"
+        )
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(chunked, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = FastTransport(f"http://127.0.0.1:{port}/v1", {}, timeout=5)
+        status, headers, data = await transport.post_json("/x", {"a": 1})
+        pooled = len(transport._idle)
+        server.close()
+        return status, _json.loads(data), pooled
+
+    assert asyncio.run(scenario()) == (200, {"ok": True}, 0)
