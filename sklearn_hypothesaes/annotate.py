@@ -447,7 +447,7 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
             keys = self._multi_keys(texts, concepts)
             namespace = NAMESPACE_MULTI
         cache = open_cache(self.cache)
-        hits = set(cache.get_many(namespace, keys)) if cache is not None else set()
+        hits = set(_bulk_get(cache, namespace, keys)) if cache is not None else set()
         todo = [i for i, k in enumerate(keys) if k not in hits]
         if self.mode == "pair":
             prompts = [self._pair_messages(texts[i // h], concepts[i % h]) for i in todo]
@@ -488,44 +488,29 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
     def _pair_keys(self, texts: list[str], concepts: list[str], *, grid: bool = False) -> list[str]:
         """Cache keys of (text, concept) items: aligned pairs, or row-major text x concept.
 
-        key = sha256(make_key(request identity, concept) + NUL + full text)
+        key = tag + text digest, where tag is the first 16 hex digits of
+        ``make_key(request identity, concept)`` and the text digest the first 48 of
+        SHA-256(full text). Grouping by tag lets a bulk lookup read one key range
+        per concept.
         """
         ident = self._identity(self._template(), 1)
-        prefixes: dict[str, object] = {}
+        tags: dict[str, str] = {}
 
-        def prefix(concept: str):
-            base = prefixes.get(concept)
-            if base is None:
-                base = hashlib.sha256(make_key(request=ident, concept=concept).encode() + b"\0")
-                prefixes[concept] = base
-            return base
+        def tag(concept: str) -> str:
+            value = tags.get(concept)
+            if value is None:
+                value = tags[concept] = make_key(request=ident, concept=concept)[:_TAG]
+            return value
 
         if grid:
-            bases = [prefix(c) for c in concepts]
-            keys = []
-            for text in texts:
-                data = text.encode("utf-8", "surrogatepass")
-                for base in bases:
-                    h = base.copy()
-                    h.update(data)
-                    keys.append(h.hexdigest())
-            return keys
-        keys = []
-        for text, concept in zip(texts, concepts):
-            h = prefix(concept).copy()
-            h.update(text.encode("utf-8", "surrogatepass"))
-            keys.append(h.hexdigest())
-        return keys
+            concept_tags = [tag(c) for c in concepts]
+            return [t + d for d in _text_digests(texts) for t in concept_tags]
+        return [tag(c) + d for c, d in zip(concepts, _text_digests(texts))]
 
     def _multi_keys(self, texts: list[str], concepts: list[str]) -> list[str]:
         ident = self._identity(self._template(), len(concepts))
-        base = hashlib.sha256(make_key(request=ident, concepts=concepts).encode() + b"\0")
-        keys = []
-        for text in texts:
-            h = base.copy()
-            h.update(text.encode("utf-8", "surrogatepass"))
-            keys.append(h.hexdigest())
-        return keys
+        t = make_key(request=ident, concepts=concepts)[:_TAG]
+        return [t + d for d in _text_digests(texts)]
 
     def _pair_messages(self, text: str, concept: str) -> list[dict]:
         body = _delimit(truncate_words(text, self.max_words))
@@ -614,14 +599,14 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         h = len(concepts)
         keys = self._pair_keys(texts, concepts, grid=grid)
         cache = open_cache(self.cache)
-        # Sorted lookups walk the B-tree in order: markedly faster for big batches.
-        found = cache.get_many(NAMESPACE_PAIR, sorted(keys)) if cache is not None else {}
+        found = _bulk_get(cache, NAMESPACE_PAIR, keys) if cache is not None else {}
+        vals = list(map(found.get, keys))
+        missing = [i for i, v in enumerate(vals) if v is None]
         first: dict[str, int] = {}
-        for i, k in enumerate(keys):
-            if k not in found and k not in first:
-                first[k] = i
+        for i in missing:
+            first.setdefault(keys[i], i)
         unique_todo = list(first)
-        n_cached = len(keys) - sum(1 for k in keys if k not in found) if found else 0
+        n_cached = len(keys) - len(missing)
         if self.verbose:
             logger.info(
                 "Annotating %d items: %d from cache, %d requests.",
@@ -646,19 +631,18 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
                 n_cached,
                 1,
             )
-            found = {**found, **{k: _encode(v) for k, v in answers.items()}}
-        lookup = {"1": 1.0, "0": 0.0, 1: 1.0, 0: 0.0}
-        nan = float("nan")
-        values = np.fromiter(
-            (lookup.get(found.get(k), nan) for k in keys), dtype=float, count=len(keys)
-        )
+            for i in missing:
+                answer = answers.get(keys[i])
+                vals[i] = None if answer is None else _encode(answer)
+        arr = np.array(vals, dtype=object)
+        values = np.where(arr == "1", 1.0, np.where(arr == "0", 0.0, np.nan))
         return values, usage, n_cached
 
     def _annotate_multi(self, texts: list[str], concepts: list[str]):
         h = len(concepts)
         keys = self._multi_keys(texts, concepts)
         cache = open_cache(self.cache)
-        found = cache.get_many(NAMESPACE_MULTI, keys) if cache is not None else {}
+        found = _bulk_get(cache, NAMESPACE_MULTI, keys) if cache is not None else {}
         first: dict[str, int] = {}
         for i, k in enumerate(keys):
             if k not in found and k not in first:
@@ -703,6 +687,49 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         if self.on_failure == "nan":
             return values.astype(np.float32)
         return np.nan_to_num(values, nan=0.0).astype(np.uint8)
+
+
+_TAG = 16  # hex digits of the request/concept part of a key
+_RANGE_MIN = 1000  # requested keys of one tag before a range read is considered
+
+
+def _text_digests(texts: list[str]) -> list[str]:
+    sha = hashlib.sha256
+    return [sha(t.encode("utf-8", "surrogatepass")).hexdigest()[:48] for t in texts]
+
+
+def _bulk_get(cache: SQLiteCache, namespace: str, keys: list[str]) -> dict:
+    """``cache.get_many`` for many keys, reading whole key ranges where that is cheaper.
+
+    Keys sharing a tag (same request identity and concept) are contiguous in the
+    table. When most of a tag's range is wanted, one range read replaces
+    thousands of point lookups (2-3x faster). ``SQLiteCache`` has no range read,
+    so this uses its connection and lock directly.
+    """
+    by_tag: dict[str, list[str]] = {}
+    for key in keys:
+        by_tag.setdefault(key[:_TAG], []).append(key)
+    found: dict = {}
+    rest: list[str] = []
+    conn = cache._connect() if hasattr(cache, "_connect") else None
+    for tag, wanted in by_tag.items():
+        if conn is None or len(wanted) < _RANGE_MIN:
+            rest.extend(wanted)
+            continue
+        bounds = (namespace, tag, tag + "g")  # hex digits sort below "g"
+        where = "namespace=? AND key>=? AND key<?"
+        with cache._lock:
+            n_stored = conn.execute(f"SELECT COUNT(*) FROM entries WHERE {where}", bounds)
+            n_stored = n_stored.fetchone()[0]
+            if n_stored > 4 * len(wanted):  # mostly other texts: point lookups
+                rest.extend(wanted)
+                continue
+            found.update(
+                conn.execute(f"SELECT key, value FROM entries WHERE {where}", bounds).fetchall()
+            )
+    if rest:
+        found.update(cache.get_many(namespace, sorted(rest)))
+    return found
 
 
 def _encode(value) -> str:
