@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import linalg, optimize, stats
+from scipy import optimize, stats
 
 # A group variance below this fraction of the overall variance of y counts as zero:
 # one-pass sums leave ~1e-16 residue where the exact variance is 0.
@@ -128,10 +128,10 @@ def collinear_columns(X: np.ndarray, candidates: list[int]) -> dict[int, list[in
     dropped: dict[int, list[int]] = {}
     for pos in range(1, len(cols)):
         g = G[kept, pos]
-        ell = linalg.solve_triangular(L, g, lower=True)
+        ell = np.linalg.solve(L, g)
         resid = G[pos, pos] - ell @ ell
         if resid <= _COLLINEAR_RTOL * G[pos, pos]:
-            coef = linalg.solve_triangular(L.T, ell, lower=False)
+            coef = np.linalg.solve(L.T, ell)
             partners = [cols[kept[i]] for i in np.flatnonzero(np.abs(coef) > 1e-6)]
             dropped[cols[pos]] = partners
             continue
@@ -191,12 +191,12 @@ class RegressionFit:
 
 def fit_ols(X: np.ndarray, y: np.ndarray, *, cov_type: str, ci_level: float) -> RegressionFit:
     """OLS of ``y`` on ``X`` (intercept included in ``X``) with statsmodels."""
-    import statsmodels.api as sm
+    from statsmodels.regression.linear_model import OLS
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = sm.OLS(y, X).fit(cov_type=cov_type, use_t=True)
+            res = OLS(y, X).fit(cov_type=cov_type, use_t=True)
             bse = np.asarray(res.bse)
             pvalues = np.asarray(res.pvalues)
             ci = np.asarray(res.conf_int(alpha=1 - ci_level))
@@ -242,7 +242,7 @@ def fit_logit_mle(
     of a size only separation produces). Any other failure raises
     :class:`ModelFitError`.
     """
-    import statsmodels.api as sm
+    from statsmodels.discrete.discrete_model import Logit
     from statsmodels.tools.sm_exceptions import (
         ConvergenceWarning,
         HessianInversionWarning,
@@ -253,7 +253,7 @@ def fit_logit_mle(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            res = sm.Logit(y01, X).fit(disp=0, maxiter=maxiter, method="newton")
+            res = Logit(y01, X).fit(disp=0, maxiter=maxiter, method="newton")
             bse = np.asarray(res.bse)
             pvalues = np.asarray(res.pvalues)
             ci = np.asarray(res.conf_int(alpha=1 - ci_level))
@@ -281,7 +281,9 @@ def fit_logit_mle(
             ci_high=ci[:, 1],
             fitted=np.asarray(res.predict()),
             model="Logit",
-            stats={"pseudo_r2": float(res.prsquared), "llf": float(res.llf)},
+            # McFadden's R² in closed form: statsmodels' prsquared refits the null
+            # model with Nelder-Mead, which costs more than the model itself.
+            stats={"pseudo_r2": float(1 - res.llf / _loglik_null(y01)), "llf": float(res.llf)},
             inference=["wald"] * X.shape[1],
         ),
         "",
@@ -295,12 +297,15 @@ def _firth_state(X: np.ndarray, y01: np.ndarray, beta: np.ndarray):
     w = p * (1.0 - p)
     info = X.T @ (X * w[:, None])
     try:
-        chol = linalg.cholesky(info, lower=True)
-    except linalg.LinAlgError:
+        chol = np.linalg.cholesky(info)
+    except np.linalg.LinAlgError:
         return None
     # Leverages of the weighted hat matrix: h_i = w_i x_i' I^-1 x_i.
-    Z = linalg.solve_triangular(chol, (X * np.sqrt(w)[:, None]).T, lower=True)
-    h = np.einsum("ij,ij->j", Z, Z)
+    # Invert the small (p, p) factor, then one (n, p) x (p, p) product. (numpy's
+    # small-matrix routines: scipy's triangular solve has a large fixed cost.)
+    chol_inv = np.linalg.inv(chol)
+    Z = (X * np.sqrt(w)[:, None]) @ chol_inv.T
+    h = np.einsum("ij,ij->i", Z, Z)
     penalised = _logit_loglik(eta, y01) + np.log(np.diag(chol)).sum()
     score = X.T @ (y01 - p + h * (0.5 - p))
     return penalised, score, info, chol, p
@@ -335,8 +340,8 @@ def firth_logit(
     for _ in range(maxiter):
         pen, score, info, _chol, _p = state
         try:
-            step_free = linalg.solve(info[np.ix_(free, free)], score[free], assume_a="pos")
-        except (linalg.LinAlgError, ValueError) as exc:
+            step_free = np.linalg.solve(info[np.ix_(free, free)], score[free])
+        except (np.linalg.LinAlgError, ValueError) as exc:
             raise ModelFitError(f"The Firth-penalised logit failed: {exc}") from exc
         # Cap the step (as logistf does) and halve it until the penalised likelihood rises.
         biggest = np.max(np.abs(step_free))
@@ -344,16 +349,22 @@ def firth_logit(
             step_free *= 5.0 / biggest
         step = np.zeros(p_dim)
         step[free] = step_free
-        for _half in range(30):
+        full_step = True
+        for _halving in range(30):
             new_state = _firth_state(X, y01, beta + step)
             if new_state is not None and new_state[0] >= pen - 1e-10:
                 break
             step /= 2.0
+            full_step = False
         else:
             break
         beta = beta + step
         state = new_state
-        if np.max(np.abs(step)) < tol:
+        # Converged when the step is negligible, or when a full Newton step no longer
+        # changes the objective (fitted probabilities saturated at 0/1 leave some
+        # directions flat to machine precision; the likelihood is then final).
+        flat = full_step and abs(new_state[0] - pen) < 1e-10 * max(1.0, abs(pen))
+        if np.max(np.abs(step)) < tol or flat:
             break
     else:
         raise ModelFitError(f"The Firth-penalised logit did not converge in {maxiter} iterations.")
@@ -403,7 +414,7 @@ def firth_profile_ci(
             bounds.append(sign * np.inf)
             continue
         lo, hi = sorted((beta[j], far))
-        bounds.append(optimize.brentq(gap, lo, hi, xtol=1e-6))
+        bounds.append(optimize.brentq(gap, lo, hi, xtol=1e-5))
     return float(bounds[0]), float(bounds[1])
 
 
@@ -418,7 +429,7 @@ def fit_logit_firth(
     from the profile penalised likelihood.
     """
     beta, pen, info, p = firth_logit(X, y01)
-    cov = linalg.inv(info)
+    cov = np.linalg.inv(info)
     bse = np.sqrt(np.diag(cov))
     z = stats.norm.ppf(0.5 + ci_level / 2)
     pvalues = 2 * stats.norm.sf(np.abs(beta / bse))
@@ -441,6 +452,22 @@ def fit_logit_firth(
         stats={"pseudo_r2": float(1 - llf / _loglik_null(y01)), "llf": llf},
         inference=inference,
     )
+
+
+def ranking_metrics(y01: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """ROC AUC (Mann-Whitney, ties counted half) and average precision (sklearn's definition)."""
+    n_pos = float(y01.sum())
+    n_neg = len(y01) - n_pos
+    ranks = stats.rankdata(score)
+    auc = (ranks[y01 == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    order = np.argsort(-score, kind="mergesort")
+    s_sorted, y_sorted = score[order], y01[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    tps = np.cumsum(y_sorted)[last_of_tie]
+    precision = tps / (last_of_tie + 1)
+    recall = tps / n_pos
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(auc), ap
 
 
 # --------------------------------------------------------------------------- #

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -37,6 +36,7 @@ from sklearn_hypothesaes._report_stats import (
     fit_logit_firth,
     fit_logit_mle,
     fit_ols,
+    ranking_metrics,
     separated_columns,
     two_group_ttest,
 )
@@ -538,8 +538,7 @@ class HypothesisReport(BaseEstimator):
 
         metrics: dict[str, Any] = {}
         if binary:
-            metrics["auc"] = float(roc_auc_score(y, fit.fitted))
-            metrics["auprc"] = float(average_precision_score(y, fit.fitted))
+            metrics["auc"], metrics["auprc"] = ranking_metrics(y, fit.fitted)
             metrics["pseudo_r2"] = fit.stats["pseudo_r2"]
         else:
             metrics["r2"] = fit.stats["r2"]
