@@ -153,19 +153,26 @@ def separated_columns(X: np.ndarray, y01: np.ndarray, candidates: list[int]) -> 
     infinite and its Wald p-value meaningless. Returns ``{column: description}``.
     """
     out: dict[int, str] = {}
-    pos = y01 == 1
-    for j in candidates:
-        x = X[:, j]
-        has_pos = x > 0
-        has_neg = x < 0
+    if not candidates:
+        return out
+    Xc = X[:, candidates]
+    has_pos = (Xc > 0).astype(np.float64)
+    has_neg = (Xc < 0).astype(np.float64)
+    any_neg = has_neg.any(axis=0)
+    # Counts of the four cells that matter, for all columns in two products each.
+    pos_cells = np.c_[y01, 1.0 - y01]
+    pp, pn = (has_pos.T @ pos_cells).T  # concept & positive, concept & negative
+    np_, nn = (has_neg.T @ pos_cells).T  # other text's concept & positive / negative
+    for k, j in enumerate(candidates):
+        tail = " (and every pair favouring the other text is {})"
         # Direction +beta_j separates when no (x>0, y=0) and no (x<0, y=1) exist.
-        if not np.any(has_pos & ~pos) and not np.any(has_neg & pos):
+        if pn[k] == 0 and np_[k] == 0:
             out[j] = "every text with the concept is positive" + (
-                " (and every pair favouring the other text is negative)" if has_neg.any() else ""
+                tail.format("negative") if any_neg[k] else ""
             )
-        elif not np.any(has_pos & pos) and not np.any(has_neg & ~pos):
+        elif pp[k] == 0 and nn[k] == 0:
             out[j] = "every text with the concept is negative" + (
-                " (and every pair favouring the other text is positive)" if has_neg.any() else ""
+                tail.format("positive") if any_neg[k] else ""
             )
     return out
 

@@ -360,23 +360,23 @@ class HypothesisReport(BaseEstimator):
         return A
 
     def _resolve_pairwise(self, A: np.ndarray) -> bool:
-        values = np.unique(A)
-        pairwise = bool((values < 0).any()) if self.pairwise == "auto" else bool(self.pairwise)
-        allowed = {-1.0, 0.0, 1.0} if pairwise else {0.0, 1.0}
-        extra = sorted(set(values.tolist()) - allowed)
-        if extra:
-            cols = [
-                self.hypotheses_[j]
-                for j in np.flatnonzero(~np.isin(A, list(allowed)).all(axis=0))[:5]
-            ]
+        zero_one = (A == 0) | (A == 1)  # elementwise checks: np.unique would sort n * H values
+        has_minus_one = bool((A == -1).any())
+        pairwise = has_minus_one if self.pairwise == "auto" else bool(self.pairwise)
+        ok = (zero_one | (A == -1)) if pairwise else zero_one
+        if not ok.all():
+            bad_cols = np.flatnonzero(~ok.all(axis=0))
+            extra = np.unique(A[:, bad_cols][~ok[:, bad_cols]])
+            cols = [self.hypotheses_[j] for j in bad_cols[:5]]
             kind = "-1/0/1 (pairwise)" if pairwise else "0/1"
             hint = (
                 " For pairwise comparisons (A minus B) use -1/0/1 and pairwise=True or 'auto'."
-                if not pairwise and set(extra) <= {-1.0}
+                if not pairwise and set(extra.tolist()) <= {-1.0}
                 else " Binarise scores first (e.g. annotations >= 0.5)."
             )
             raise ValueError(
-                f"annotations must be {kind}; found values {extra[:5]} in hypotheses {cols}.{hint}"
+                f"annotations must be {kind}; found values {extra[:5].tolist()} in hypotheses "
+                f"{cols}.{hint}"
             )
         return pairwise
 
@@ -467,9 +467,10 @@ class HypothesisReport(BaseEstimator):
         X = np.empty((n, H + 1))
         X[:, 0] = 1.0
         X[:, 1:] = A
-        constant = [j for j in range(H) if np.ptp(A[:, j]) == 0]
+        col_min, col_max = A.min(axis=0), A.max(axis=0)
+        constant = [j for j in range(H) if col_min[j] == col_max[j]]
         for j in constant:
-            value = A[0, j]
+            value = col_min[j]
             notes[j].append(
                 f"dropped from the regression: constant column (every value is {value:g})"
             )
