@@ -693,7 +693,11 @@ class HypothesisReport(BaseEstimator):
         for _, row in frame.iterrows():
             cells = [_format_cell(row[c], digits).replace("|", "\\|") for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
-        notes = [(r["hypothesis"], r["note"]) for _, r in frame.iterrows() if r["note"]]
+        notes = [
+            ((f"[{r['class']}] " if "class" in frame.columns else "") + r["hypothesis"], r["note"])
+            for _, r in frame.iterrows()
+            if r["note"]
+        ]
         if notes:
             lines.append("")
             lines.extend(f"- {h}: {note}" for h, note in notes)
