@@ -534,3 +534,18 @@ def test_ranking_metrics_match_sklearn_property(seed, n, ties):
     auc, ap = ranking_metrics(y, score)
     assert auc == pytest.approx(roc_auc_score(y, score), rel=1e-12)
     assert ap == pytest.approx(average_precision_score(y, score), rel=1e-12)
+
+
+def test_significance_can_use_the_separation_tests_and_other_corrections():
+    A, y = _regression_data()
+    H = A.shape[1]
+    sep = HypothesisReport(significance="separation").fit(A, y).table_
+    np.testing.assert_allclose(sep["pval_corrected"], np.minimum(sep["separation_pval"] * H, 1))
+    holm = HypothesisReport(correction="holm").fit(A, y)
+    expected = multipletests(holm.table_["regression_pval"], method="holm")[1]
+    np.testing.assert_allclose(holm.table_["pval_corrected"], expected)
+    assert holm.metrics_["threshold"] is None
+    raw = HypothesisReport(correction="none").fit(A, y).table_
+    np.testing.assert_array_equal(raw["pval_corrected"], raw["regression_pval"])
+    with pytest.raises(ValueError, match="sort_by"):
+        holm.to_frame(sort_by="no such column")
