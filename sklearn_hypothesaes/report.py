@@ -475,7 +475,7 @@ class HypothesisReport(BaseEstimator):
                 f"dropped from the regression: constant column (every value is {value:g})"
             )
         candidates = [j + 1 for j in range(H) if j not in constant]
-        dropped = collinear_columns(X, candidates)
+        dropped, gram_all = collinear_columns(X, candidates)
         for col, partners in dropped.items():
             names = [("the intercept" if c == 0 else self.hypotheses_[c - 1]) for c in partners]
             notes[col - 1].append(
@@ -517,7 +517,13 @@ class HypothesisReport(BaseEstimator):
                 f"{len(kept)} hypotheses); annotate more texts than hypotheses + 1."
             )
         Xk = X[:, cols]
-        fit = self._fit_model(Xk, y, binary, separated, cols, model_notes)
+        if binary:
+            fit = self._fit_logit(Xk, y, separated, cols, model_notes)
+        else:
+            where = {c: i for i, c in enumerate([0, *candidates])}
+            idx = [where[c] for c in cols]
+            gram = gram_all[np.ix_(idx, idx)]
+            fit = fit_ols(Xk, y, cov_type=self.cov_type, ci_level=self.ci_level, gram=gram)
 
         coef = np.full(H, np.nan)
         se = np.full(H, np.nan)
@@ -562,17 +568,14 @@ class HypothesisReport(BaseEstimator):
             "model_notes": model_notes,
         }
 
-    def _fit_model(
+    def _fit_logit(
         self,
         Xk: np.ndarray,
         y: np.ndarray,
-        binary: bool,
         separated: dict[int, str],
         cols: list[int],
         model_notes: list[str],
     ) -> RegressionFit:
-        if not binary:
-            return fit_ols(Xk, y, cov_type=self.cov_type, ci_level=self.ci_level)
         position = {c: i for i, c in enumerate(cols)}
         if separated:
             model_notes.append(
@@ -610,8 +613,9 @@ class HypothesisReport(BaseEstimator):
     def _model_notes(self) -> list[str]:
         if self.task_ == "regression":
             return [
-                f"OLS of y on all hypotheses with an intercept; {self.cov_type} standard "
-                f"errors, t-tests; {self.ci_level:.0%} confidence intervals"
+                f"OLS of y on all hypotheses with an intercept (Cholesky solve of X'X, "
+                f"equal to statsmodels OLS); {self.cov_type} standard errors, t-tests; "
+                f"{self.ci_level:.0%} confidence intervals"
             ]
         return [
             "logit of y on all hypotheses with an intercept; Wald z-tests; "

@@ -48,7 +48,7 @@ def _regression_data(n=800, H=6, seed=0, effects=(0.5, -0.3)):
 # --------------------------------------------------------------------------- #
 # Numbers agree with direct scipy / statsmodels computations
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("cov_type", ["nonrobust", "HC3"])
+@pytest.mark.parametrize("cov_type", ["nonrobust", "HC0", "HC1", "HC2", "HC3"])
 @pytest.mark.parametrize("ttest", ["welch", "student"])
 def test_regression_numbers_match_scipy_and_statsmodels(cov_type, ttest):
     A, y = _regression_data()
