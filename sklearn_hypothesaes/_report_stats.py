@@ -125,7 +125,8 @@ def collinear_columns(
     one (n, p) x (p, n) product plus O(p^3).
     """
     cols = [0, *candidates]
-    G = X[:, cols].T @ X[:, cols]
+    Xc = X if cols == list(range(X.shape[1])) else X[:, cols]  # avoid a copy when possible
+    G = Xc.T @ Xc
     kept = [0]  # positions in cols
     L = np.array([[np.sqrt(G[0, 0])]])
     dropped: dict[int, list[int]] = {}
@@ -148,7 +149,9 @@ def collinear_columns(
     return dropped, G
 
 
-def separated_columns(X: np.ndarray, y01: np.ndarray, candidates: list[int]) -> dict[int, str]:
+def separated_columns(
+    X: np.ndarray, y01: np.ndarray, candidates: list[int], *, pairwise: bool = True
+) -> dict[int, str]:
     """Columns whose 2x2 (or 3x2) table with a binary target has an empty cell.
 
     Such a column alone makes the logit likelihood increase forever along its
@@ -158,14 +161,20 @@ def separated_columns(X: np.ndarray, y01: np.ndarray, candidates: list[int]) -> 
     out: dict[int, str] = {}
     if not candidates:
         return out
-    Xc = X[:, candidates]
-    has_pos = (Xc > 0).astype(np.float64)
-    has_neg = (Xc < 0).astype(np.float64)
-    any_neg = has_neg.any(axis=0)
-    # Counts of the four cells that matter, for all columns in two products each.
+    all_after_intercept = candidates == list(range(1, X.shape[1]))
+    Xc = X[:, 1:] if all_after_intercept else X[:, candidates]  # a view when possible
     pos_cells = np.c_[y01, 1.0 - y01]
+    if pairwise:
+        has_pos = (Xc > 0).astype(np.float64)
+        has_neg = (Xc < 0).astype(np.float64)
+        np_, nn = (has_neg.T @ pos_cells).T  # other text's concept & positive / negative
+        any_neg = (np_ + nn) > 0
+    else:  # 0/1 columns: the indicator is the column itself
+        has_pos = Xc
+        np_ = nn = np.zeros(len(candidates))
+        any_neg = np.zeros(len(candidates), dtype=bool)
+    # Counts of the cells that matter, for all columns in one product each.
     pp, pn = (has_pos.T @ pos_cells).T  # concept & positive, concept & negative
-    np_, nn = (has_neg.T @ pos_cells).T  # other text's concept & positive / negative
     for k, j in enumerate(candidates):
         tail = " (and every pair favouring the other text is {})"
         # Direction +beta_j separates when no (x>0, y=0) and no (x<0, y=1) exist.

@@ -490,7 +490,7 @@ class HypothesisReport(BaseEstimator):
 
         separated: dict[int, str] = {}
         if binary:
-            separated = separated_columns(X, y, kept)
+            separated = separated_columns(X, y, kept, pairwise=self.pairwise_)
             if separated and self.logit_separation == "raise":
                 listed = "; ".join(
                     f"{self.hypotheses_[c - 1]!r}: {d}" for c, d in separated.items()
@@ -516,7 +516,7 @@ class HypothesisReport(BaseEstimator):
                 f"Only {n} texts for a regression with {len(cols)} parameters (intercept and "
                 f"{len(kept)} hypotheses); annotate more texts than hypotheses + 1."
             )
-        Xk = X[:, cols]
+        Xk = X if len(cols) == X.shape[1] else X[:, cols]
         if binary:
             fit = self._fit_logit(Xk, y, separated, cols, model_notes)
         else:
@@ -820,8 +820,9 @@ def _plain(value: Any) -> Any:
 
 def _example_indices(A: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     out = {}
+    mask_by_column = np.ascontiguousarray((A != 0).T)  # contiguous scans per column
     for j, name in enumerate(names):
-        rows = np.flatnonzero(A[:, j] != 0)
+        rows = np.flatnonzero(mask_by_column[j])
         if rows.size > _N_EXAMPLE_ROWS:
             rows = rows[np.linspace(0, rows.size - 1, _N_EXAMPLE_ROWS).round().astype(int)]
         out[name] = rows
