@@ -62,10 +62,13 @@ _MAX_ROWS_IN_MESSAGE = 10
 
 
 # -- input validation ------------------------------------------------------------------
-def _format_rows(rows: Sequence[int]) -> str:
+def _format_rows(rows: Sequence[int], plural: str, singular: str) -> str:
+    """``"row 3 is"`` or ``"rows 1, 4 and 7 more are"``: the offending row indices."""
     shown = ", ".join(str(r) for r in rows[:_MAX_ROWS_IN_MESSAGE])
     more = len(rows) - _MAX_ROWS_IN_MESSAGE
-    return shown + (f" and {more} more" if more > 0 else "")
+    if len(rows) == 1:
+        return f"row {shown} {singular}"
+    return f"rows {shown}" + (f" and {more} more" if more > 0 else "") + f" {plural}"
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -95,16 +98,15 @@ def _check_texts(texts: Any) -> list[str]:
     if bad_type:
         kinds = sorted({type(items[i]).__name__ for i in bad_type})
         raise TypeError(
-            f"Texts must be strings; rows {_format_rows(bad_type)} are not "
-            f"(found {', '.join(kinds)}). Drop or fill missing texts before embedding, "
-            "e.g. df['text'].fillna('') is NOT enough since empty texts are rejected too: "
-            "use df.dropna(subset=['text'])."
+            f"Texts must be strings; {_format_rows(bad_type, 'are not', 'is not')} "
+            f"(found {', '.join(kinds)}). Drop missing texts before embedding, e.g. "
+            "df.dropna(subset=['text'])."
         )
     empty = [i for i, t in enumerate(items) if not t.strip()]
     if empty:
         raise ValueError(
-            f"Texts must not be empty or whitespace only; rows {_format_rows(empty)} are. "
-            "Remove them before embedding."
+            "Texts must not be empty or whitespace only; "
+            f"{_format_rows(empty, 'are', 'is')}. Remove them before embedding."
         )
     return items
 

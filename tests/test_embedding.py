@@ -261,11 +261,11 @@ def test_pandas_output_and_pipeline(tmp_path, monkeypatch):
     [
         (["ok", "", "fine", "  \n"], ValueError, r"rows 1, 3 are"),
         (["ok", None, 3], TypeError, r"rows 1, 2 are not \(found NoneType, int\)"),
-        (pd.Series(["ok", np.nan]), TypeError, r"rows 1 are not \(found float\)"),
+        (pd.Series(["ok", np.nan]), TypeError, r"row 1 is not \(found float\)"),
         ("a single text", TypeError, "Wrap it in a list"),
         ([], ValueError, "no texts"),
         (np.array([["a", "b"], ["c", "d"]]), ValueError, "one-dimensional"),
-        ([""] * 12, ValueError, r"rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more"),
+        ([""] * 12, ValueError, r"rows 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 and 2 more are\."),
     ],
 )
 def test_bad_texts_name_the_rows(texts, error, message):
@@ -278,7 +278,7 @@ def test_transform_validates_too_and_needs_fit():
     with pytest.raises(Exception, match="not fitted"):
         emb.transform(TEXTS)
     emb.fit(TEXTS[:1])
-    with pytest.raises(ValueError, match="rows 0 are"):
+    with pytest.raises(ValueError, match="row 0 is"):
         emb.transform([""])
 
 
