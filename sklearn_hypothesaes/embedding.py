@@ -547,7 +547,12 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
             self.precision_ = "float32"
             self.model_id_ = f"{base_url}|{model}|dimensions={self.dimensions}"
             self.embedding_dim_ = 0
-            first = self._embed(items[:1], show_progress=False)
+            try:
+                first = self._embed(items[:1], show_progress=False)
+            except BaseException:
+                for name in ("backend_", "device_", "precision_", "model_id_", "embedding_dim_"):
+                    self.__dict__.pop(name, None)
+                raise
             self.embedding_dim_ = int(first.shape[1])
             return self
         if self.dimensions is not None:
@@ -600,15 +605,26 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     def _dimension_key(self) -> str:
         return make_key(kind="embedding-dimension", backend=self.backend_, model=self.model_id_)
 
-    def _cached_dimension(self, source: str, is_local: bool) -> int:
+    @contextlib.contextmanager
+    def _open_cache(self) -> Iterator[SQLiteCache | None]:
+        """The cache for one call; a connection opened here is closed here."""
         cache = open_cache(self.cache)
-        if cache is not None:
-            found = cache.get(CACHE_NAMESPACE, self._dimension_key())
-            if isinstance(found, int) and found > 0:
-                return found
-        dim = _embedding_dimension(_load_sentence_transformer(source, is_local, self.device_))
-        if cache is not None:
-            cache.put(CACHE_NAMESPACE, self._dimension_key(), dim)
+        try:
+            yield cache
+        finally:
+            if cache is not None and cache is not self.cache:
+                cache.close()
+
+    def _cached_dimension(self, source: str, is_local: bool) -> int:
+        with self._open_cache() as cache:
+            if cache is not None:
+                found = cache.get(CACHE_NAMESPACE, self._dimension_key())
+                if isinstance(found, int) and found > 0:
+                    return found
+            model = _load_sentence_transformer(source, is_local, self.device_)
+            dim = _embedding_dimension(model)
+            if cache is not None:
+                cache.put(CACHE_NAMESPACE, self._dimension_key(), dim)
         return dim
 
     def _text_key(self, text: str) -> str:
@@ -622,9 +638,14 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         )
 
     def _embed(self, items: list[str], *, show_progress: bool) -> np.ndarray:
+        with self._open_cache() as cache:
+            return self._embed_with(cache, items, show_progress=show_progress)
+
+    def _embed_with(
+        self, cache: SQLiteCache | None, items: list[str], *, show_progress: bool
+    ) -> np.ndarray:
         unique = list(dict.fromkeys(items))
         keys = [self._text_key(t) for t in unique]
-        cache = open_cache(self.cache)
         vectors: dict[str, np.ndarray] = {}
         if cache is not None:
             for key, value in cache.get_many(CACHE_NAMESPACE, keys).items():

@@ -459,6 +459,7 @@ def test_openai_backend_reports_failures_clearly(server):
     emb = TextEmbedder("m", base_url=server.url, max_retries=0, cache=False, verbose=False)
     with pytest.raises(RuntimeError, match=r"embeddings endpoint .* failed for model 'm'"):
         emb.fit(["x"])
+    assert not hasattr(emb, "embedding_dim_")  # a failed fit leaves it unfitted
 
 
 def test_openai_backend_without_key_or_url_explains_what_to_set():
