@@ -10,6 +10,7 @@ from sklearn_hypothesaes._version import __version__
 from sklearn_hypothesaes.annotate import AnnotationError, LLMConceptAnnotator
 from sklearn_hypothesaes.cache import SQLiteCache
 from sklearn_hypothesaes.datasets import load_demo, make_planted_embeddings
+from sklearn_hypothesaes.embedding import TextEmbedder
 from sklearn_hypothesaes.interpret import (
     OfflineInterpreter,
     explore_neurons,
@@ -32,6 +33,7 @@ from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "TextEmbedder",
     "HypothesisReport",
     "ModelFitError",
     "AnnotationError",
