@@ -18,6 +18,7 @@ import ast
 import re
 import sys
 import threading
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -36,12 +37,12 @@ _STOP = {"the", "and", "was", "were", "with", "for", "this", "that", "review"}
 
 def parse_interpretation_prompt(prompt: str) -> tuple[list[str], list[str]] | None:
     """(positives, negatives) of an interpretation prompt, or None for other prompts."""
+    m = _REF.search(prompt)  # first: our pattern would also match the reference's text
+    if m:
+        return list(ast.literal_eval(m[1])), list(ast.literal_eval(m[2]))
     m = _OURS.search(prompt)
     if m:
         return _SAMPLE.findall(m[1]), _SAMPLE.findall(m[2])
-    m = _REF.search(prompt)
-    if m:
-        return list(ast.literal_eval(m[1])), list(ast.literal_eval(m[2]))
     return None
 
 
@@ -53,6 +54,18 @@ def contrastive_word(positives: list[str], negatives: list[str]) -> str:
         return '- "is short"'
     word = max(sorted(pos), key=lambda w: pos[w] - neg[w])
     return f'- "mentions the word {word}"'
+
+
+def varied_contrastive_word(positives: list[str], negatives: list[str]) -> str:
+    """Like :func:`contrastive_word`, but the 1st, 2nd or 3rd best word, chosen by a
+    hash of the negative samples, so draws with other negatives give other candidates."""
+    pos = Counter(w for t in positives for w in set(_TOKEN.findall(t.lower())) - _STOP)
+    neg = Counter(w for t in negatives for w in set(_TOKEN.findall(t.lower())) - _STOP)
+    if not pos:
+        return '- "is short"'
+    ranked = sorted(sorted(pos), key=lambda w: pos[w] - neg[w], reverse=True)
+    rank = zlib.crc32("\n".join(sorted(negatives)).encode()) % min(3, len(ranked))
+    return f'- "mentions the word {ranked[rank]}"'
 
 
 class InterpretingServer(FakeOpenAIServer):
@@ -85,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Fake OpenAI-compatible server (interpretation)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--vary", action="store_true", help="answer with the 1st-3rd best word (hash of negatives)"
+    )
     args = parser.parse_args(argv)
-    server = InterpretingServer(latency=args.latency, port=args.port).start()
+    interpret = varied_contrastive_word if args.vary else contrastive_word
+    server = InterpretingServer(latency=args.latency, port=args.port, interpret=interpret).start()
     sys.stdout.write(server.url + "\n")
     sys.stdout.flush()
     try:
