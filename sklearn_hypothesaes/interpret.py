@@ -1207,7 +1207,8 @@ def explore_neurons(
         ``"prevalent"``: the neurons that fire on the most texts;
         ``"random"``: a random draw among neurons that fire at least once.
     interpreter : BaseInterpreter or None, default=None
-        Interpreter to use; ``None`` uses :class:`OfflineInterpreter` with
+        Interpreter to use, e.g. a :class:`NeuronInterpreter` to have an LLM
+        name the neurons; ``None`` uses :class:`OfflineInterpreter` with
         ``random_state``.
     n_top_texts : int, default=5
         Top-activating texts listed per neuron.
