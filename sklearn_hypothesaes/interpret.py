@@ -22,7 +22,11 @@ Neurons that never fire, or fire too rarely to sample from, get a row with a
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import re
+import warnings
 from numbers import Integral, Real
 from typing import Any
 
@@ -32,28 +36,36 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from tqdm.auto import tqdm
 
+from sklearn_hypothesaes.annotate import AnnotationError, LLMConceptAnnotator
+from sklearn_hypothesaes.cache import SQLiteCache, make_key, open_cache
+from sklearn_hypothesaes.exceptions import AnnotationWarning
 from sklearn_hypothesaes.keywords import (
     check_texts,
     format_keyword_concept,
     match_concepts,
     parse_concept_terms,
 )
+from sklearn_hypothesaes.llm import OpenAIClient
+from sklearn_hypothesaes.prompts import load_prompt
 
 __all__ = [
     "BaseInterpreter",
+    "NeuronInterpreter",
     "OfflineInterpreter",
     "explore_neurons",
     "fidelity_metrics",
     "pair_texts_to_individual",
+    "parse_interpretation",
     "sample_examples",
     "split_explain_score",
 ]
 
 logger = logging.getLogger(__name__)
 
+_THINK_BLOCK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 SCORING_METRICS = ("f1", "precision", "recall", "correlation")
 RESULT_COLUMNS = [
     "neuron",
@@ -174,7 +186,8 @@ def fidelity_metrics(
     Parameters
     ----------
     annotations : ndarray of shape (n,)
-        0/1 annotations of the scoring texts with the concept.
+        0/1 annotations of the scoring texts with the concept; NaN marks an
+        item without an answer, left out of every metric.
     labels : ndarray of shape (n,)
         1 for the neuron's top-activating scoring texts, 0 for its negatives.
     activations : ndarray of shape (n,)
@@ -199,6 +212,9 @@ def fidelity_metrics(
     a = np.asarray(annotations, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     act = np.asarray(activations, dtype=np.float64)
+    answered = ~np.isnan(a)
+    if not answered.all():  # items without an answer are left out
+        a, y, act = a[answered], y[answered], act[answered]
     tp = float(np.sum(a * y))
     n_annotated = float(a.sum())
     n_pos = float(y.sum())
@@ -510,6 +526,10 @@ class BaseInterpreter(BaseEstimator):
                     ],
                     "score_labels": np.r_[np.ones(s_pos.size), np.zeros(s_neg.size)],
                     "score_activations": a[score_rows],
+                    # For subclasses that draw further example sets (one per candidate).
+                    "activations": a,
+                    "explain_idx": explain_idx,
+                    "seed": (base_seed, j),
                 }
             )
 
@@ -517,7 +537,7 @@ class BaseInterpreter(BaseEstimator):
         for job, candidates in zip(jobs, proposals):
             job["candidates"] = list(dict.fromkeys(candidates))  # distinct, in order
             if not job["candidates"]:
-                job["row"]["status"] = "no candidate concept found"
+                job["row"]["status"] = job.get("failure") or "no candidate concept found"
         scored = [j for j in jobs if j["candidates"]]
         annotations = self._annotate_all(scored)
         for job, ann in zip(scored, annotations):
@@ -530,6 +550,9 @@ class BaseInterpreter(BaseEstimator):
             row = job["row"]
             row["candidates"] = cands
             row["hypothesis"] = cands[best]["concept"]
+            shown = job.get("examples", {}).get(row["hypothesis"])
+            if shown is not None:  # the examples the chosen concept was derived from
+                row["positive_examples"], row["negative_examples"] = shown
             for m in ("precision", "recall", "f1", "correlation"):
                 row[m] = cands[best][m]
         return pd.DataFrame(rows, columns=RESULT_COLUMNS)
@@ -781,6 +804,381 @@ def _usable_term(term: str) -> bool:
 
 
 # ---------------------------------------------------------------------------
+# The LLM interpreter.
+# ---------------------------------------------------------------------------
+
+NAMESPACE_INTERPRET = "interpretation"
+
+DEFAULT_TASK_INSTRUCTIONS = """An example feature could be:
+- "uses multiple adjectives to describe colors"
+- "describes a patient experiencing seizures or epilepsy"
+- "contains multiple single-digit numbers\""""
+
+_INTERP_PREFIXES = ("- ", '"-', '" -', "* ", "-")
+
+
+def parse_interpretation(text: str) -> str:
+    """Extract the feature from an interpretation answer.
+
+    ``<think>...</think>`` blocks of reasoning models are dropped; the first
+    non-empty line is kept, without a leading bullet (``- ``) and surrounding
+    quotes. An unclosed reasoning block (the answer was cut off) or an empty
+    answer raises ValueError, so the request is retried.
+
+    Parameters
+    ----------
+    text : str
+        The model's answer.
+
+    Returns
+    -------
+    feature : str
+
+    Examples
+    --------
+    >>> from sklearn_hypothesaes.interpret import parse_interpretation
+    >>> parse_interpretation('<think>They all wait.</think>\\n- "mentions long waits"')
+    'mentions long waits'
+    >>> parse_interpretation('- "mentions "cold" soup"\\nBecause ...')
+    'mentions "cold" soup'
+    """
+    body = _THINK_BLOCK_RE.sub("", text)
+    if re.search(r"<think>", body, re.IGNORECASE):
+        raise ValueError("reasoning block was not closed (answer cut off?)")
+    line = next((ln.strip() for ln in body.splitlines() if ln.strip()), "")
+    for prefix in _INTERP_PREFIXES:
+        if line.startswith(prefix):
+            line = line[len(prefix) :].strip()
+            break
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+        line = line[1:-1].strip()
+    elif line.count('"') % 2 == 1:  # a quote without its partner at either end
+        line = line[1:] if line.startswith('"') else line[:-1] if line.endswith('"') else line
+        line = line.strip()
+    if not line:
+        raise ValueError(f"no feature in the answer: {text[:80]!r}")
+    return line
+
+
+def _format_samples(texts: list[str]) -> str:
+    # A text cannot close its own delimiter and smuggle instructions after it.
+    safe = (re.sub(r"<(/?)sample>", r"<\1 sample>", t, flags=re.IGNORECASE) for t in texts)
+    return "\n".join(f"<sample>{t}</sample>" for t in safe)
+
+
+class NeuronInterpreter(BaseInterpreter):
+    """Name neurons with an LLM and keep the candidate with the best fidelity.
+
+    For each neuron the LLM sees positive samples (the top-activating texts,
+    or a random draw from a percentile band of the positive activations) and
+    negative samples (random texts where the neuron is zero, or a low band of
+    its activations) and proposes one concrete feature. With
+    ``n_candidates > 1`` each candidate is proposed from its own draw of
+    examples (seeds derived from ``random_state``). Every candidate is scored
+    by :class:`~sklearn_hypothesaes.annotate.LLMConceptAnnotator` on texts held
+    apart from the ones shown: half the neuron's top-activating held-apart
+    texts, half its negatives; precision, recall, F1 and correlation with the
+    activations are computed, and the best candidate by ``scoring_metric`` is
+    kept.
+
+    Interpretations are cached (key: endpoint, model, request parameters,
+    prompt name, version and text, the rendered prompt with its example texts,
+    and the candidate number), and so are the scoring annotations (the
+    annotator's cache), so a re-run sends no request.
+
+    Parameters
+    ----------
+    client : OpenAIClient or None, default=None
+        Endpoint and model of the interpreter. None uses ``OpenAIClient()``.
+        Its ``temperature`` is replaced by this estimator's ``temperature``.
+    n_candidates : int, default=1
+        Candidate interpretations per neuron.
+    sampling : {"top", "percentile"}, default="top"
+        Positive samples: the top-activating texts, or a random draw from the
+        ``high_percentile`` band of the positive activations (as in the paper).
+    high_percentile : tuple of float, default=(90, 100)
+        Percentile band (of positive activations) for ``sampling="percentile"``.
+    low_percentile : tuple of float or None, default=None
+        ``None``: negatives are random texts where the neuron is zero.
+        Otherwise negatives are drawn from this band of positive activations.
+    n_examples : int, default=20
+        Samples shown to the LLM per candidate (half positive, half negative).
+    max_words_per_example : int or None, default=256
+        Texts are truncated to this many words (shown samples and scoring).
+    task_instructions : str or None, default=None
+        Task-specific instructions inserted in the prompt (e.g. the kind of
+        feature wanted, example features). None uses generic examples.
+    temperature : float or None, default=0.7
+        Sampling temperature of the interpretation requests.
+    max_interpretation_tokens : int or None, default=None
+        Completion token limit of an interpretation (None: the server's
+        default). Leave room for the reasoning of reasoning models.
+    scoring_metric : {"f1", "precision", "recall", "correlation"}, default="f1"
+        Fidelity metric that picks the best candidate.
+    n_scoring_examples : int, default=100
+        Held-apart texts per neuron for fidelity (half top-activating, half
+        negatives as in ``low_percentile``).
+    annotator : LLMConceptAnnotator or None, default=None
+        Annotator whose parameters (client, cache, word limit, prompt version,
+        ``on_failure``) score the candidates. None builds one with ``client``
+        and ``cache``. ``on_failure="zero"`` counts an unanswered item as 0,
+        ``"nan"`` leaves it out of the metrics, ``"raise"`` raises
+        :class:`~sklearn_hypothesaes.annotate.AnnotationError`.
+    prompt_version : int or None, default=None
+        Version of the ``interpret`` prompt template; None uses the latest.
+    min_positives : int, default=10
+        Neurons firing on fewer texts are reported with a status instead.
+    cache : None, bool, str, path or SQLiteCache, default=None
+        Interpretation cache (None: the default directory, False: none, a
+        path: that directory); also the annotation cache when ``annotator``
+        is None.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the explanation/scoring split and the example draws (one seed
+        per neuron and candidate derived from it).
+    verbose : bool, default=True
+        Progress bars and info logging.
+
+    Examples
+    --------
+    >>> from sklearn_hypothesaes.interpret import NeuronInterpreter
+    >>> from sklearn_hypothesaes.llm import OpenAIClient
+    >>> interp = NeuronInterpreter(OpenAIClient("my-model"), n_candidates=3)
+    >>> msgs = interp.build_prompt(["cold soup", "cold tea"], ["warm bread"])
+    >>> [m["role"] for m in msgs], "<sample>cold tea</sample>" in msgs[1]["content"]
+    (['system', 'user'], True)
+    """
+
+    _parameter_constraints: dict = {
+        **BaseInterpreter._parameter_constraints,
+        "client": [HasMethods(["complete", "request_identity", "validate"]), None],
+        "n_candidates": [Interval(Integral, 1, None, closed="left")],
+        "task_instructions": [str, None],
+        "temperature": [Interval(Real, 0, None, closed="left"), None],
+        "max_interpretation_tokens": [Interval(Integral, 1, None, closed="left"), None],
+        "annotator": [HasMethods(["annotate_pairs"]), None],
+        "prompt_version": [Interval(Integral, 1, None, closed="left"), None],
+        "cache": [None, "boolean", str, os.PathLike, SQLiteCache],
+    }
+
+    def __init__(
+        self,
+        client=None,
+        *,
+        n_candidates: int = 1,
+        sampling: str = "top",
+        high_percentile: tuple[float, float] = (90, 100),
+        low_percentile: tuple[float, float] | None = None,
+        n_examples: int = 20,
+        max_words_per_example: int | None = 256,
+        task_instructions: str | None = None,
+        temperature: float | None = 0.7,
+        max_interpretation_tokens: int | None = None,
+        scoring_metric: str = "f1",
+        n_scoring_examples: int = 100,
+        annotator=None,
+        prompt_version: int | None = None,
+        min_positives: int = 10,
+        cache=None,
+        random_state=None,
+        verbose: bool = True,
+    ):
+        self.client = client
+        self.n_candidates = n_candidates
+        self.sampling = sampling
+        self.high_percentile = high_percentile
+        self.low_percentile = low_percentile
+        self.n_examples = n_examples
+        self.max_words_per_example = max_words_per_example
+        self.task_instructions = task_instructions
+        self.temperature = temperature
+        self.max_interpretation_tokens = max_interpretation_tokens
+        self.scoring_metric = scoring_metric
+        self.n_scoring_examples = n_scoring_examples
+        self.annotator = annotator
+        self.prompt_version = prompt_version
+        self.min_positives = min_positives
+        self.cache = cache
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # -- pieces ---------------------------------------------------------------
+    def _client(self):
+        """The interpreter's client with this estimator's temperature (a copy)."""
+        client = OpenAIClient(verbose=self.verbose) if self.client is None else self.client
+        client = copy.copy(client)  # never mutate the user's client
+        client.temperature = self.temperature
+        if not self.verbose:
+            client.verbose = False
+        return client
+
+    def _annotator(self) -> LLMConceptAnnotator:
+        if self.annotator is None:
+            return LLMConceptAnnotator(
+                client=self.client,
+                cache=self.cache,
+                max_words=self.max_words_per_example,
+                verbose=self.verbose,
+            )
+        return self.annotator
+
+    def build_prompt(self, positive_texts: list[str], negative_texts: list[str]) -> list[dict]:
+        """Chat messages asking for the feature of one example set.
+
+        Parameters
+        ----------
+        positive_texts, negative_texts : list of str
+            Samples where the neuron fires and where it does not (already
+            truncated).
+
+        Returns
+        -------
+        messages : list of dict
+            ``[{"role": "system", ...}, {"role": "user", ...}]``.
+        """
+        instructions = (
+            DEFAULT_TASK_INSTRUCTIONS if self.task_instructions is None else self.task_instructions
+        )
+        return load_prompt("interpret", self.prompt_version).render(
+            task_instructions=instructions.strip(),
+            positive_examples=_format_samples(positive_texts),
+            negative_examples=_format_samples(negative_texts),
+        )
+
+    def _example_sets(self, job: dict, texts: list[str]) -> list[tuple[list[str], list[str]]]:
+        """One (positive, negative) example set per candidate; the first is the job's."""
+        sets = [(job["pos_texts"], job["neg_texts"])]
+        low = None if self.low_percentile is None else tuple(self.low_percentile)
+        for c in range(1, self.n_candidates):
+            seed = np.random.SeedSequence([*job["seed"], c]).generate_state(1)
+            pos, neg = sample_examples(
+                job["activations"],
+                self.n_examples // 2,
+                sampling=self.sampling,
+                high_percentile=tuple(self.high_percentile),
+                low_percentile=low,
+                candidates=job["explain_idx"],
+                rng=np.random.RandomState(seed),
+            )
+            sets.append(
+                (
+                    [_truncate(texts[i], self.max_words_per_example) for i in pos],
+                    [_truncate(texts[i], self.max_words_per_example) for i in neg],
+                )
+            )
+        return sets
+
+    # -- hooks ----------------------------------------------------------------
+    def _propose_all(self, jobs: list[dict], texts: list[str]) -> list[list[str]]:
+        if not jobs:
+            return []
+        client = self._client()
+        client.validate()
+        template = load_prompt("interpret", self.prompt_version)
+        ident = client.request_identity(
+            prompt=template.identity, max_tokens=self.max_interpretation_tokens
+        )
+        prompts: list[list[dict]] = []
+        keys: list[str] = []
+        owners: list[tuple[int, int]] = []  # (job, candidate) of each prompt
+        for n, job in enumerate(jobs):
+            job["example_sets"] = self._example_sets(job, texts)
+            for c, (pos, neg) in enumerate(job["example_sets"]):
+                messages = self.build_prompt(pos, neg)
+                prompts.append(messages)
+                keys.append(make_key(request=ident, messages=messages, candidate=c))
+                owners.append((n, c))
+        cache = open_cache(self.cache)
+        found = cache.get_many(NAMESPACE_INTERPRET, keys) if cache is not None else {}
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        answers: dict[int, str] = {i: found[k] for i, k in enumerate(keys) if k in found}
+        errors: dict[int, str] = {}
+        if self.verbose:
+            logger.info(
+                "Interpreting %d neurons x %d candidates: %d from cache, %d requests.",
+                len(jobs),
+                self.n_candidates,
+                len(keys) - len(todo),
+                len(todo),
+            )
+        if todo:
+
+            def on_result(index: int, res) -> None:
+                if res.ok and cache is not None:
+                    cache.put(NAMESPACE_INTERPRET, keys[todo[index]], res.value)
+
+            run = client.complete(
+                [prompts[i] for i in todo],
+                parse=parse_interpretation,
+                max_tokens=self.max_interpretation_tokens,
+                on_result=on_result,
+                desc="Interpreting",
+            )
+            for i, res in zip(todo, run.results):
+                if res.ok:
+                    answers[i] = res.value
+                else:
+                    errors[i] = res.error or "no answer"
+            self.interpretation_usage_ = run.usage
+        out: list[list[str]] = [[] for _ in jobs]
+        for i, (n, c) in enumerate(owners):
+            job = jobs[n]
+            if i in answers:
+                concept = answers[i]
+                out[n].append(concept)
+                job.setdefault("examples", {}).setdefault(concept, job["example_sets"][c])
+            else:
+                job.setdefault("errors", []).append(errors[i])
+        for job, concepts in zip(jobs, out):
+            if not concepts:
+                kinds = ", ".join(sorted(set(job.get("errors", []))))
+                job["failure"] = f"interpretation failed ({kinds}) after retries"
+            del job["example_sets"]
+        n_failed = sum(len(j.get("errors", [])) for j in jobs)
+        if n_failed:
+            warnings.warn(
+                f"{n_failed} of {len(keys)} interpretation requests got no usable answer after "
+                "retries; those candidates are left out (not cached, so a re-run asks again).",
+                AnnotationWarning,
+                stacklevel=3,
+            )
+        return out
+
+    def _annotate_all(self, jobs: list[dict]) -> list[np.ndarray]:
+        if not jobs:
+            return []
+        annotator = self._annotator()
+        # One concurrent run for every (scoring text, candidate) of every neuron.
+        pair_texts: list[str] = []
+        pair_concepts: list[str] = []
+        for job in jobs:
+            for text in job["score_texts"]:
+                for concept in job["candidates"]:
+                    pair_texts.append(text)
+                    pair_concepts.append(concept)
+        values = np.asarray(annotator.annotate_pairs(pair_texts, pair_concepts), dtype=float)
+        n_failed = int(np.isnan(values).sum())
+        policy = getattr(annotator, "on_failure", "zero")
+        if n_failed:
+            msg = (
+                f"{n_failed} of {values.size} scoring annotations have no usable answer "
+                "after retries. Re-running asks only for these; answers that arrived are cached."
+            )
+            if policy == "raise":
+                raise AnnotationError(msg)
+            how = "counted as 0" if policy == "zero" else "left out of the fidelity metrics"
+            warnings.warn(f"{msg} They are {how}.", AnnotationWarning, stacklevel=3)
+            if policy == "zero":
+                values = np.nan_to_num(values, nan=0.0)
+        out = []
+        start = 0
+        for job in jobs:
+            size = len(job["score_texts"]) * len(job["candidates"])
+            out.append(values[start : start + size].reshape(len(job["score_texts"]), -1))
+            start += size
+        return out
+
+
+# ---------------------------------------------------------------------------
 # Exploration: what did the SAE learn, before any target is involved?
 # ---------------------------------------------------------------------------
 
@@ -809,7 +1207,8 @@ def explore_neurons(
         ``"prevalent"``: the neurons that fire on the most texts;
         ``"random"``: a random draw among neurons that fire at least once.
     interpreter : BaseInterpreter or None, default=None
-        Interpreter to use; ``None`` uses :class:`OfflineInterpreter` with
+        Interpreter to use, e.g. a :class:`NeuronInterpreter` to have an LLM
+        name the neurons; ``None`` uses :class:`OfflineInterpreter` with
         ``random_state``.
     n_top_texts : int, default=5
         Top-activating texts listed per neuron.
