@@ -12,10 +12,12 @@ from sklearn_hypothesaes.cache import SQLiteCache
 from sklearn_hypothesaes.datasets import load_demo, make_planted_embeddings
 from sklearn_hypothesaes.embedding import TextEmbedder
 from sklearn_hypothesaes.interpret import (
+    NeuronInterpreter,
     OfflineInterpreter,
     explore_neurons,
     fidelity_metrics,
     pair_texts_to_individual,
+    parse_interpretation,
 )
 from sklearn_hypothesaes.keywords import (
     KeywordAnnotator,
@@ -33,6 +35,8 @@ from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "NeuronInterpreter",
+    "parse_interpretation",
     "TextEmbedder",
     "HypothesisReport",
     "ModelFitError",
