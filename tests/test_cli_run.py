@@ -1,0 +1,303 @@
+"""The ``hypothesaes run``, ``estimate-cost`` and ``demo`` commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_hypothesaes._cli_cost import estimate_run_cost, price_for_model
+from sklearn_hypothesaes._cli_data import infer_task, load_table, prepare_data
+from sklearn_hypothesaes._cli_errors import DataError
+from sklearn_hypothesaes.cli import main
+
+WORDS = ["soup", "waiter", "table", "price", "music", "bread", "chair", "window"]
+
+
+def _frame(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    texts = [
+        f"Review {i}: the {rng.choice(WORDS)} and the {rng.choice(WORDS)} were fine."
+        for i in range(n)
+    ]
+    return pd.DataFrame(
+        {
+            "review": texts,
+            "stars": rng.integers(1, 6, size=n).astype(float),
+            "liked": rng.choice(["yes", "no"], size=n),
+            "city": rng.choice(["Paris", "Rome", "Oslo"], size=n),
+            "id": [f"user-{i}" for i in range(n)],
+        }
+    )
+
+
+@pytest.fixture()
+def csv_path(tmp_path):
+    path = tmp_path / "reviews.csv"
+    _frame().to_csv(path, index=False)
+    return path
+
+
+def _run_cli(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# -- loading ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".json", ".parquet"])
+def test_load_table_formats_round_trip(tmp_path, suffix):
+    df = _frame(25)
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        df.to_csv(path, sep="\t", index=False)
+    elif suffix == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    elif suffix == ".json":
+        df.to_json(path, orient="records")
+    else:
+        df.to_parquet(path)
+    loaded = load_table(path)
+    assert loaded["review"].tolist() == df["review"].tolist()
+    np.testing.assert_allclose(loaded["stars"].to_numpy(float), df["stars"].to_numpy())
+
+
+def test_prepare_data_infers_tasks():
+    df = _frame(60)
+    assert prepare_data(df, text_col="review", target_col="stars").task == "regression"
+    binary = prepare_data(df, text_col="review", target_col="liked")
+    assert binary.task == "binary" and set(binary.y) <= {0, 1}
+    assert binary.classes == ["no", "yes"]
+    np.testing.assert_array_equal(binary.y, (df["liked"] == "yes").to_numpy().astype(int))
+    multi = prepare_data(df, text_col="review", target_col="city")
+    assert multi.task == "multiclass" and multi.classes == ["Oslo", "Paris", "Rome"]
+    forced = prepare_data(df, text_col="review", target_col="stars", task="multiclass")
+    assert forced.task == "multiclass"
+
+
+def test_prepare_data_drops_missing_rows_and_says_so():
+    df = _frame(40)
+    df.loc[[3, 7], "stars"] = np.nan
+    df.loc[5, "review"] = "   "
+    data = prepare_data(df, text_col="review", target_col="stars")
+    assert data.n == 37 and data.n_dropped == 3
+    assert any("dropped 3" in note for note in data.notes)
+
+
+def test_pairwise_data_is_pairs():
+    df = _frame(40)
+    df["other"] = df["review"].iloc[::-1].to_numpy()
+    data = prepare_data(df, text_col="review", text_b_col="other", target_col="liked")
+    assert data.texts is None and len(data.pairs) == 40
+    assert data.pairs[0] == (df["review"][0], df["other"][0])
+    with pytest.raises(DataError, match="Pairwise"):
+        prepare_data(df, text_col="review", text_b_col="other", target_col="city")
+
+
+def test_infer_task_rejects_unusable_targets():
+    with pytest.raises(DataError, match="neither binary, multiclass nor numeric"):
+        infer_task(pd.Series([f"label {i}" for i in range(100)]), "auto")
+    with pytest.raises(DataError, match="single value"):
+        infer_task(pd.Series([3.0] * 10), "auto")
+    with pytest.raises(DataError, match="numeric"):
+        infer_task(pd.Series(["a", "b", "c"] * 5), "regression")
+    with pytest.raises(DataError, match="exactly 2"):
+        infer_task(pd.Series([1, 2, 3] * 5), "binary")
+
+
+# -- error messages of the command -----------------------------------------------------------
+def test_missing_column_message(csv_path, capsys):
+    code, _, err = _run_cli(
+        ["run", str(csv_path), "--text-col", "text", "--target-col", "stars"], capsys
+    )
+    assert code == 2
+    assert "Column 'text' (--text-col) is not in the data" in err
+    assert "'review'" in err  # the available columns are listed
+    assert "Traceback" not in err
+
+
+def test_missing_target_column_message(csv_path, capsys):
+    code, _, err = _run_cli(
+        ["run", str(csv_path), "--text-col", "review", "--target-col", "rating"], capsys
+    )
+    assert code == 2 and "Column 'rating' (--target-col)" in err
+
+
+def test_bad_file_messages(tmp_path, capsys):
+    missing = tmp_path / "nope.csv"
+    code, _, err = _run_cli(["run", str(missing), "--text-col", "a", "--target-col", "b"], capsys)
+    assert code == 2 and "No such file" in err
+
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"this is not parquet")
+    code, _, err = _run_cli(["run", str(broken), "--text-col", "a", "--target-col", "b"], capsys)
+    assert code == 2 and "Could not read" in err and "PARQUET" in err
+
+    bad_jsonl = tmp_path / "bad.jsonl"
+    bad_jsonl.write_text('{"a": "x", "b": 1}\n{"a": "y", "b": \n')
+    code, _, err = _run_cli(["run", str(bad_jsonl), "--text-col", "a", "--target-col", "b"], capsys)
+    assert code == 2 and "Could not read" in err and "JSONL" in err
+
+    unknown = tmp_path / "data.xlsx"
+    unknown.write_bytes(b"PK")
+    code, _, err = _run_cli(["run", str(unknown), "--text-col", "a", "--target-col", "b"], capsys)
+    assert code == 2 and "--format" in err
+
+
+def test_empty_dataset_messages(tmp_path, capsys):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    code, _, err = _run_cli(["run", str(empty), "--text-col", "a", "--target-col", "b"], capsys)
+    assert code == 2 and "empty" in err
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("review,stars\n")
+    code, _, err = _run_cli(
+        ["run", str(header_only), "--text-col", "review", "--target-col", "stars"], capsys
+    )
+    assert code == 2 and "no rows" in err
+
+    all_missing = tmp_path / "missing.jsonl"
+    pd.DataFrame({"review": ["a", "b", None], "stars": [None, None, 2.0]}).to_json(
+        all_missing, orient="records", lines=True
+    )
+    code, _, err = _run_cli(
+        ["run", str(all_missing), "--text-col", "review", "--target-col", "stars"], capsys
+    )
+    assert code == 2 and "No usable rows" in err
+
+
+def test_unsupported_target_message(tmp_path, capsys):
+    df = _frame(80)
+    path = tmp_path / "ids.csv"
+    df.to_csv(path, index=False)
+    code, _, err = _run_cli(
+        ["run", str(path), "--text-col", "review", "--target-col", "id"], capsys
+    )
+    assert code == 2 and "neither binary, multiclass nor numeric" in err
+
+
+def test_non_text_column_message(tmp_path, capsys):
+    df = _frame(30)
+    path = tmp_path / "d.jsonl"
+    df.to_json(path, orient="records", lines=True)
+    code, _, err = _run_cli(
+        ["run", str(path), "--text-col", "stars", "--target-col", "liked"], capsys
+    )
+    assert code == 2 and "must hold text" in err
+
+
+def test_option_validation_by_argparse(csv_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "run",
+                str(csv_path),
+                "--text-col",
+                "review",
+                "--target-col",
+                "stars",
+                "--holdout",
+                "1.5",
+            ]
+        )
+    assert exc.value.code == 2
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+# -- cost estimate ---------------------------------------------------------------------------
+def test_estimate_scales_with_data_and_hypotheses():
+    fit = ["word " * 50] * 400
+    hold = ["word " * 50] * 100
+    small = estimate_run_cost(fit, hold, n_hypotheses=10)
+    big = estimate_run_cost(fit, hold + hold, n_hypotheses=10)
+    more = estimate_run_cost(fit, hold, n_hypotheses=20, n_candidates=3)
+    assert small["requests"]["annotate_holdout"] == 100 * 10
+    assert big["requests"]["annotate_holdout"] == 200 * 10
+    assert more["requests"]["interpret"] == 60
+    assert more["requests"]["fidelity"] == 60 * 100
+    # 250-character texts are about 63 tokens each
+    per_text = small["prompt_tokens"]["annotate_holdout"] / 1000
+    assert 63 < per_text < 63 + 200
+    assert small["cost_usd"] == pytest.approx(
+        (small["prompt_tokens"]["total"] * 0.15 + small["completion_tokens"]["total"] * 0.60) / 1e6
+    )
+    custom = estimate_run_cost(fit, hold, n_hypotheses=10, model="my-local-model")
+    assert custom["cost_usd"] is None
+    priced = estimate_run_cost(
+        fit, hold, n_hypotheses=10, model="x", prices={"prompt": 1.0, "completion": 2.0}
+    )
+    assert priced["cost_usd"] == pytest.approx(
+        (priced["prompt_tokens"]["total"] + 2 * priced["completion_tokens"]["total"]) / 1e6
+    )
+
+
+def test_price_table_knows_dated_snapshots():
+    assert price_for_model("gpt-4o-mini-2024-07-18") == price_for_model("gpt-4o-mini")
+    assert price_for_model("llama3") is None
+
+
+def test_estimate_cost_command_sends_nothing(csv_path, capsys):
+    code, out, _ = _run_cli(
+        [
+            "estimate-cost",
+            str(csv_path),
+            "--text-col",
+            "review",
+            "--target-col",
+            "stars",
+            "--n-hypotheses",
+            "5",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0
+    est = json.loads(out)
+    assert est["requests"]["annotate_holdout"] == 18 * 5  # 30% of 60 rows held out
+    assert est["mode"] == "offline"
+    assert est["cost_usd"] > 0
+
+
+def test_dry_run_prints_estimate_and_writes_nothing(csv_path, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, _ = _run_cli(
+        [
+            "run",
+            str(csv_path),
+            "--text-col",
+            "review",
+            "--target-col",
+            "liked",
+            "--dry-run",
+            "--llm-model",
+            "gpt-4o",
+            "-o",
+            str(out_dir),
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "LLM usage estimate for model 'gpt-4o'" in out and "cost: about $" in out
+    assert not out_dir.exists()
+
+
+def test_half_a_price_is_an_error(csv_path, capsys):
+    code, _, err = _run_cli(
+        [
+            "estimate-cost",
+            str(csv_path),
+            "--text-col",
+            "review",
+            "--target-col",
+            "stars",
+            "--price-input",
+            "1",
+        ],
+        capsys,
+    )
+    assert code == 2 and "--price-output" in err
