@@ -401,8 +401,7 @@ def run_demo(
     table = merged_table(gen, report)
 
     truth, names = demo_truth(demo)
-    effect = demo_effects(demo, names)
-    planted = [i for i, n in enumerate(names) if effect.get(n, 0.0) != 0.0]
+    planted = demo_planted(demo, names)
     generated = gen.transform(hold_texts)
     sig = np.asarray(report.table_["significant"], dtype=bool)
     recovery = match_hypotheses(
@@ -460,9 +459,13 @@ def demo_truth(demo) -> tuple[np.ndarray, list[str]]:
     raise CommandError("The demo data carries no per-text truth matrix to evaluate against.")
 
 
-def demo_effects(demo, names: list[str]) -> dict[str, float]:
+def demo_planted(demo, names: list[str]) -> list[int]:
+    """Indices of the aspects that drive the target (distractors excluded)."""
     concepts = demo.concepts
-    col = "effect" if "effect" in concepts.columns else None
-    if col is None:
-        return dict.fromkeys(names, 1.0)
-    return {str(n): float(e) for n, e in zip(concepts["name"], concepts[col])}
+    if "planted" in concepts.columns:
+        flags = dict(zip(concepts["name"].astype(str), concepts["planted"].astype(bool)))
+    elif "effect" in concepts.columns:
+        flags = dict(zip(concepts["name"].astype(str), concepts["effect"].astype(float) != 0))
+    else:
+        flags = dict.fromkeys(names, True)
+    return [i for i, n in enumerate(names) if flags.get(n, False)]
