@@ -209,6 +209,7 @@ def build_generator(
     cache: Any = None,
     seed: int = 0,
     verbose: bool = True,
+    sae_params: dict | None = None,
 ):
     """The HypothesisGenerator a command-line run uses."""
     from sklearn_hypothesaes.embedding import TextEmbedder
@@ -236,7 +237,7 @@ def build_generator(
             interpreter = NeuronInterpreter(client=client, n_candidates=n_candidates)
     return HypothesisGenerator(
         embedder=TextEmbedder(embedding_model, cache=cache, verbose=verbose),
-        sae=TopKSAETransformer(M=M, K=K, random_state=seed),
+        sae=TopKSAETransformer(M=M, K=K, random_state=seed, verbose=verbose, **(sae_params or {})),
         selector=NeuronSelector(n_select=n_hypotheses, method=selection),
         interpreter=interpreter,
         annotator=annotator,
@@ -353,7 +354,16 @@ def demo_command(args) -> int:
     return 0
 
 
-DEMO_SETTINGS = {"M": 64, "K": 4, "n_hypotheses": 12, "holdout": 0.3}
+# Measured on the demo data: with 7,000 fitting reviews, M=128, K=8, 256-row batches and
+# 12 epochs recover the planted aspects (see docs/cli.md); larger batches or fewer steps
+# leave the SAE under-trained and its neurons mix several aspects.
+DEMO_SETTINGS = {
+    "M": 128,
+    "K": 8,
+    "n_hypotheses": 12,
+    "holdout": 0.3,
+    "sae_params": {"batch_size": 256, "max_epochs": 12},
+}
 
 
 def run_demo(
@@ -386,6 +396,7 @@ def run_demo(
         M=DEMO_SETTINGS["M"],
         K=DEMO_SETTINGS["K"],
         n_hypotheses=DEMO_SETTINGS["n_hypotheses"],
+        sae_params=DEMO_SETTINGS["sae_params"],
         selection="lasso",
         task="regression",
         pairwise=False,

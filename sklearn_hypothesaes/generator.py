@@ -296,11 +296,31 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> from sklearn_hypothesaes.datasets import make_planted_embeddings
+    Precomputed embeddings skip step 1; here the demo data's aspect indicators plus
+    noise stand in for sentence embeddings, to keep the example fast.
+
+    >>> import numpy as np
+    >>> from sklearn_hypothesaes.datasets import load_demo
     >>> from sklearn_hypothesaes.generator import HypothesisGenerator
-    >>> gen = HypothesisGenerator(n_hypotheses=5, random_state=0)
-    >>> sorted(gen.get_params())[:4]
-    ['annotator', 'cache', 'client', 'embedder']
+    >>> from sklearn_hypothesaes.sae import TopKSAETransformer
+    >>> from sklearn_hypothesaes.selection import NeuronSelector
+    >>> demo = load_demo(1000, random_state=0)
+    >>> noise = np.random.default_rng(0).normal(0, 0.05, demo.truth.shape)
+    >>> E = demo.truth.to_numpy() + noise
+    >>> gen = HypothesisGenerator(
+    ...     embedder=None,
+    ...     sae=TopKSAETransformer(M=10, K=3, verbose=False),
+    ...     selector=NeuronSelector(n_select=3),
+    ...     task="regression",
+    ...     random_state=0,
+    ...     verbose=False,
+    ... )
+    >>> gen = gen.fit(demo.texts, demo.y, embeddings=E)
+    >>> H = gen.transform(demo.texts[:4])
+    >>> H.shape == (4, len(gen.hypotheses_list_)), set(H.ravel()) <= {0, 1}
+    (True, True)
+    >>> gen.hypotheses_list_[0].startswith("mentions")
+    True
     """
 
     _parameter_constraints: dict = {
@@ -352,7 +372,6 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         tags.target_tags.required = True
-        tags.non_deterministic = False
         return tags
 
     # -- component construction -----------------------------------------------------

@@ -301,3 +301,96 @@ def test_half_a_price_is_an_error(csv_path, capsys):
         capsys,
     )
     assert code == 2 and "--price-output" in err
+
+
+# -- real runs (embedding model, SAE, selection, interpretation, report) ---------------------
+@pytest.fixture(scope="module")
+def demo_frame():
+    from sklearn_hypothesaes.datasets import load_demo
+
+    demo = load_demo(400, random_state=0)
+    return pd.DataFrame(
+        {
+            "review": demo.texts,
+            "stars": demo.y,
+            "liked": np.where(demo.y_binary == 1, "yes", "no"),
+        }
+    )
+
+
+def _common_opts(tmp_path, out):
+    return [
+        "--M",
+        "16",
+        "--K",
+        "2",
+        "--n-hypotheses",
+        "4",
+        "--cache-dir",
+        str(tmp_path.parent / "shared-cache"),
+        "-o",
+        str(out),
+    ]
+
+
+def test_run_on_csv_writes_every_output(demo_frame, tmp_path, capsys):
+    import joblib
+
+    from sklearn_hypothesaes._cli_data import file_sha256
+
+    data = tmp_path / "reviews.csv"
+    demo_frame.to_csv(data, index=False)
+    out = tmp_path / "out"
+    argv = ["-q", "run", str(data), "--text-col", "review", "--target-col", "stars"]
+    code, stdout, _ = _run_cli(
+        argv + ["--task", "regression", *_common_opts(tmp_path, out)], capsys
+    )
+    assert code == 0
+    assert {p.name for p in out.iterdir()} >= {
+        "hypotheses.csv",
+        "report.html",
+        "model.joblib",
+        "run.json",
+    }
+    table = pd.read_csv(out / "hypotheses.csv")
+    gen = joblib.load(out / "model.joblib")
+    assert table["hypothesis"].tolist() == gen.hypotheses_list_
+    assert {"regression_coef", "pval_corrected", "significant", "neuron", "f1"} <= set(table)
+    html = (out / "report.html").read_text()
+    assert "<table" in html and "data:image/png;base64" in html
+    run = json.loads((out / "run.json").read_text())
+    assert run["data"]["sha256"] == file_sha256(data)
+    assert run["data"]["n_rows_used"] == 400 and run["data"]["n_holdout"] == 120
+    assert run["seed"] == 0 and run["parameters"]["M"] == 16 and run["mode"] == "offline"
+    assert run["task"] == "regression"
+    assert run["versions"]["scikit-learn"] and run["versions"]["numpy"]
+    assert run["llm_usage"]["total_tokens"] == 0 and run["llm_usage"]["cost_usd"] is None
+    assert run["generator"]["sae_params"]["M"] == 16
+    assert "hypotheses significant" in stdout
+    assert gen.transform(demo_frame["review"][:3].tolist()).shape == (3, len(table))
+
+
+def test_run_on_jsonl_with_a_text_label_target(demo_frame, tmp_path, capsys):
+    data = tmp_path / "reviews.jsonl"
+    demo_frame.to_json(data, orient="records", lines=True)
+    out = tmp_path / "out"
+    argv = ["-q", "run", str(data), "--text-col", "review", "--target-col", "liked"]
+    code, stdout, _ = _run_cli(argv + _common_opts(tmp_path, out), capsys)
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["task"] == "binary" and run["classes"] == ["no", "yes"]
+    assert "auc" in run["metrics"]
+    assert "binary target: 'yes' is the positive class" in " ".join(run["data"]["notes"])
+
+
+def test_demo_command_small(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, _ = _run_cli(
+        ["-q", "demo", "--n-samples", "1500", "-o", str(out), "--cache-dir", str(tmp_path / "c")],
+        capsys,
+    )
+    assert code == 0
+    assert "Recovered" in stdout and "of 7 planted concepts" in stdout
+    assert (out / "report.html").exists() and (out / "recovery.csv").exists()
+    recovery = pd.read_csv(out / "recovery.csv")
+    assert len(recovery) == 7 and recovery["recovered"].dtype == bool
