@@ -386,7 +386,7 @@ def test_run_on_jsonl_with_a_text_label_target(demo_frame, tmp_path, capsys):
 def test_demo_command_small(tmp_path, capsys):
     out = tmp_path / "demo"
     code, stdout, _ = _run_cli(
-        ["-q", "demo", "--n-samples", "1500", "-o", str(out), "--cache-dir", str(tmp_path / "c")],
+        ["-q", "demo", "--n-samples", "800", "-o", str(out), "--cache-dir", str(tmp_path / "c")],
         capsys,
     )
     assert code == 0

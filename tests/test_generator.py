@@ -164,7 +164,7 @@ def test_pipeline_is_a_concept_bottleneck_model(demo, fitted):
     yb = demo.y_binary
     pipe = Pipeline(
         [
-            ("hyp", _generator(task="binary", selector=NeuronSelector(n_select=8))),
+            ("hyp", _generator(task="binary", sae=_full_sae(), selector=NeuronSelector(8))),
             ("clf", LogisticRegression()),
         ]
     )
@@ -206,13 +206,13 @@ def test_pairwise_end_to_end(demo):
     a, b = a[keep], b[keep]
     pairs = list(zip(texts[a], texts[b]))
     wins = (demo.y[a] > demo.y[b]).astype(int)
-    gen = _generator(pairwise=True, task="auto", selector=NeuronSelector(n_select=8))
+    gen = _generator(pairwise=True, task="auto", sae=_full_sae(), selector=NeuronSelector(8))
     gen.fit(pairs, wins, embeddings=(demo.E[a], demo.E[b]))
     assert gen.task_ == "binary"
     # held-out pairs from texts never seen in fit
     hold = _hold_idx(demo)
-    ha = rng.choice(hold, size=800)
-    hb = rng.choice(hold, size=800)
+    ha = rng.choice(hold, size=1500)
+    hb = rng.choice(hold, size=1500)
     keep = demo.y[ha] != demo.y[hb]
     ha, hb = ha[keep], hb[keep]
     hold_pairs = list(zip(texts[ha], texts[hb]))
@@ -351,7 +351,7 @@ def test_input_errors(X, y, kwargs, error, message):
 
 
 def test_pairwise_input_errors():
-    gen = _generator(pairwise=True)
+    gen = _generator(pairwise=True, task="auto")
     with pytest.raises(ValueError, match="pairs"):
         gen.fit(["a", "b"], [0, 1], embeddings=np.ones((2, 3)))
     with pytest.raises(ValueError, match=r"embeddings=\(embeddings_A"):
