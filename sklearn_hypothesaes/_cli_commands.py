@@ -154,6 +154,18 @@ def register_run(p: argparse.ArgumentParser):
         "--K", dest="K", type=_positive_int, default=8, help="active neurons per text (default: 8)"
     )
     g.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="SAE training batch size (default: fitting texts / 25, between 16 and 512)",
+    )
+    g.add_argument(
+        "--max-epochs",
+        type=_positive_int,
+        default=None,
+        help="most SAE training epochs (default: the SAE's, with early stopping)",
+    )
+    g.add_argument(
         "--selection",
         choices=SELECTION_METHODS,
         default="lasso",

@@ -128,8 +128,10 @@ def run_command(args) -> int:
             sys.stdout.write("Mode is offline: this run would send no LLM request.\n")
         return 0
     cache: Any = False if args.no_cache else (args.cache_dir or None)
+    n_individual = len(_individual_texts(X_fit, data.pairs is not None))
     gen = build_generator(
         mode=mode,
+        sae_params=_sae_params(args, n_individual),
         M=args.M,
         K=args.K,
         n_hypotheses=args.n_hypotheses,
@@ -189,6 +191,15 @@ def run_command(args) -> int:
         f"Results written to {out}/: hypotheses.csv, report.html, model.joblib, run.json\n"
     )
     return 0
+
+
+def _sae_params(args, n_texts: int) -> dict:
+    from sklearn_hypothesaes.generator import auto_batch_size
+
+    params = {"batch_size": args.batch_size or auto_batch_size(n_texts)}
+    if args.max_epochs is not None:
+        params["max_epochs"] = args.max_epochs
+    return params
 
 
 def build_generator(
