@@ -297,7 +297,9 @@ def _jsonish(v):
     return v
 
 
-def write_results(gen, report, out: Path, X_hold) -> pd.DataFrame:
+def write_results(
+    gen, report, out: Path, X_hold, *, title: str = "Hypothesis report"
+) -> pd.DataFrame:
     """Write hypotheses.csv, report.html and model.joblib; return the merged table."""
     import joblib
 
@@ -307,15 +309,16 @@ def write_results(gen, report, out: Path, X_hold) -> pd.DataFrame:
         if csv[col].dtype == object:
             csv[col] = csv[col].map(_jsonish)
     csv.to_csv(out / "hypotheses.csv", index=False)
-    examples = {
-        row.hypothesis: list(row.positive_examples)[:3]
-        for row in gen.hypotheses_.itertuples()
-        if row.used and isinstance(getattr(row, "positive_examples", None), (list, tuple))
-    }
-    try:
-        report.to_html(out / "report.html", examples=examples)
-    except TypeError:
-        report.to_html(out / "report.html")
+    if gen.pairwise:
+        # a pair has no single text to show: show texts that fired each neuron in fit
+        examples = {
+            row.hypothesis: list(row.positive_examples)[:3]
+            for row in gen.hypotheses_.itertuples()
+            if row.used and isinstance(getattr(row, "positive_examples", None), (list, tuple))
+        }
+    else:
+        examples = list(X_hold)  # held-out texts that have each concept
+    report.to_html(out / "report.html", examples=examples, title=title)
     joblib.dump(gen, out / "model.joblib")
     return table
 
@@ -345,9 +348,11 @@ def format_table(table: pd.DataFrame, max_width: int = 60) -> str:
     if "class" in table.columns:
         cols.insert(0, "class")
     view = table[cols].copy()
-    view["hypothesis"] = view["hypothesis"].map(
+    short = view["hypothesis"].map(
         lambda h: h if len(h) <= max_width else h[: max_width - 3] + "..."
     )
+    width = int(short.map(len).max()) if len(short) else 0
+    view["hypothesis"] = short.map(lambda h: h.ljust(width))
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         return view.to_string(index=False, float_format=lambda v: f"{v:.3g}")
 
@@ -454,7 +459,9 @@ def run_demo(
     ]
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_results(gen, report, output_dir, hold_texts)
+        write_results(
+            gen, report, output_dir, hold_texts, title="hypothesaes demo: planted concepts"
+        )
         recovery.table.to_csv(output_dir / "recovery.csv", index=False)
         lines.append(f"Wrote {output_dir}/report.html, hypotheses.csv and recovery.csv.")
     return {

@@ -394,3 +394,29 @@ def test_demo_command_small(tmp_path, capsys):
     assert (out / "report.html").exists() and (out / "recovery.csv").exists()
     recovery = pd.read_csv(out / "recovery.csv")
     assert len(recovery) == 7 and recovery["recovered"].dtype == bool
+
+
+def test_run_pairwise(demo_frame, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    other = rng.permutation(len(demo_frame))
+    pairs = pd.DataFrame(
+        {
+            "a": demo_frame["review"],
+            "b": demo_frame["review"].to_numpy()[other],
+            "a_wins": (demo_frame["stars"].to_numpy() > demo_frame["stars"].to_numpy()[other]),
+        }
+    )
+    data = tmp_path / "pairs.parquet"
+    pairs.to_parquet(data)
+    out = tmp_path / "out"
+    argv = ["-q", "run", str(data), "--text-col", "a", "--text-b-col", "b"]
+    code, _, _ = _run_cli(argv + ["--target-col", "a_wins", *_common_opts(tmp_path, out)], capsys)
+    assert code == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["task"] == "binary" and run["metrics"]["pairwise"] is True
+    import joblib
+
+    gen = joblib.load(out / "model.joblib")
+    assert gen.pairwise
+    D = gen.transform(list(zip(pairs["a"][:5], pairs["b"][:5])))
+    assert set(np.unique(D)) <= {-1, 0, 1}
