@@ -305,6 +305,9 @@ def write_results(
 
     table = merged_table(gen, report)
     csv = table.copy()
+    for col in ("positive_examples", "negative_examples"):
+        if col in csv.columns:  # a few examples keep the file readable
+            csv[col] = csv[col].map(lambda v: list(v)[:5] if isinstance(v, (list, tuple)) else v)
     for col in csv.columns:
         if csv[col].dtype == object:
             csv[col] = csv[col].map(_jsonish)

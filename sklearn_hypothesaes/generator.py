@@ -661,6 +661,8 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
         interp.insert(1, "neuron_name", [neuron_names[j] for j in nn])
         interp["selector_score"] = scores[nn] if scores is not None else np.nan
         fires = np.asarray((Z[:, nn] > 0).mean(axis=0)).ravel() if len(nn) else np.zeros(0)
+        # the interpreter's own "prevalence" (if any) is the same fraction, on its input
+        interp = interp.drop(columns=["prevalence"], errors="ignore")
         interp["activation_prevalence"] = fires
         if "status" not in interp:
             interp["status"] = "ok"
