@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +399,7 @@ def run_demo(
 
     Returns a dict with the report, the recovery result and the printed text.
     """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
 
     from sklearn_hypothesaes.datasets import load_demo
@@ -426,7 +428,12 @@ def run_demo(
     )
     fit_texts = [texts[i] for i in idx_fit]
     hold_texts = [texts[i] for i in idx_hold]
-    gen.fit(fit_texts, y[idx_fit], embeddings=None if embeddings is None else embeddings[idx_fit])
+    with warnings.catch_warnings():
+        # the demo caps training at a fixed number of epochs on purpose (time budget)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gen.fit(
+            fit_texts, y[idx_fit], embeddings=None if embeddings is None else embeddings[idx_fit]
+        )
     report = gen.report(hold_texts, y[idx_hold])
     table = merged_table(gen, report)
 

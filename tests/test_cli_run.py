@@ -13,6 +13,9 @@ from sklearn_hypothesaes._cli_data import infer_task, load_table, prepare_data
 from sklearn_hypothesaes._cli_errors import DataError
 from sklearn_hypothesaes.cli import main
 
+# SAE training is capped at a few epochs to keep the tests fast
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 WORDS = ["soup", "waiter", "table", "price", "music", "bread", "chair", "window"]
 
 

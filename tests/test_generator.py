@@ -29,6 +29,9 @@ from sklearn_hypothesaes.keywords import KeywordAnnotator
 from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
+# SAE training is capped at a few epochs to keep the tests fast
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
 N_DEMO = 3000
 N_FIT = 2100
 
