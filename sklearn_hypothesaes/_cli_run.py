@@ -152,9 +152,14 @@ def run_command(args) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    gen.fit(X_fit, y_fit)
-    fit_seconds = time.perf_counter() - t0
-    report = gen.report(X_hold, y_hold, alpha=args.alpha, correction=args.correction)
+    try:
+        gen.fit(X_fit, y_fit)
+        fit_seconds = time.perf_counter() - t0
+        report = gen.report(X_hold, y_hold, alpha=args.alpha, correction=args.correction)
+    except (ValueError, TypeError) as exc:
+        # the library's input errors say what to change; show them without a traceback
+        logger.debug("run failed", exc_info=True)
+        raise CommandError(str(exc)) from exc
     total_seconds = time.perf_counter() - t0
     table = write_results(gen, report, out, X_hold)
     params = {k: v for k, v in vars(args).items() if not k.startswith("_")}
@@ -231,6 +236,8 @@ def build_generator(
 
     if K > M:
         raise DataError(f"--K ({K}) cannot exceed --M ({M}).")
+    if n_hypotheses > M:
+        raise DataError(f"--n-hypotheses ({n_hypotheses}) cannot exceed --M ({M}).")
     client = None
     interpreter: Any = "offline"
     annotator: Any = "offline"

@@ -423,3 +423,38 @@ def test_run_pairwise(demo_frame, tmp_path, capsys):
     assert gen.pairwise
     D = gen.transform(list(zip(pairs["a"][:5], pairs["b"][:5])))
     assert set(np.unique(D)) <= {-1, 0, 1}
+
+
+def test_run_llm_mode_records_token_usage_and_cost(demo_frame, tmp_path, capsys, monkeypatch):
+    from openai_server import FakeOpenAIServer
+
+    data = tmp_path / "reviews.csv"
+    demo_frame.iloc[:200].to_csv(data, index=False)
+    out = tmp_path / "out"
+    secret = "sk-cli-secret-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with FakeOpenAIServer() as server:
+        argv = ["-q", "run", str(data), "--text-col", "review", "--target-col", "stars"]
+        argv += ["--task", "regression", "--mode", "llm", "--base-url", server.url]
+        argv += ["--llm-model", "test-model", "--price-input", "1", "--price-output", "2"]
+        code, _, err = _run_cli(argv + _common_opts(tmp_path, out), capsys)
+        n_answered = len(server.completed())
+    assert code == 0, err
+    run = json.loads((out / "run.json").read_text())
+    assert run["mode"] == "llm"
+    usage = run["llm_usage"]
+    assert usage["n_requests"] >= n_answered > 0
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    expected = (usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2) / 1e6
+    assert usage["cost_usd"] == pytest.approx(expected)
+    assert "OPENAI_API_KEY" in run["environment_set"]
+    for name in ("run.json", "model.joblib", "hypotheses.csv", "report.html"):
+        assert secret.encode() not in (out / name).read_bytes()
+
+
+def test_inconsistent_method_options_message(csv_path, capsys):
+    argv = ["run", str(csv_path), "--text-col", "review", "--target-col", "stars"]
+    code, _, err = _run_cli(argv + ["--M", "8", "--K", "16"], capsys)
+    assert code == 2 and "--K (16) cannot exceed --M (8)" in err
+    code, _, err = _run_cli(argv + ["--M", "8", "--n-hypotheses", "9"], capsys)
+    assert code == 2 and "--n-hypotheses (9) cannot exceed --M (8)" in err
