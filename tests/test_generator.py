@@ -405,3 +405,14 @@ def test_llm_path_end_to_end_through_test_server(demo, monkeypatch, tmp_path):
     path = tmp_path / "gen.joblib"
     joblib.dump(gen, path)
     assert secret.encode() not in path.read_bytes()
+
+
+def test_every_parameter_and_fitted_attribute_is_documented(fitted):
+    doc = HypothesisGenerator.__doc__
+    for name in HypothesisGenerator().get_params(deep=False):
+        assert f"\n    {name} : " in doc, name
+    attributes = doc.split("Attributes\n    ----------")[1].split("See Also")[0]
+    fitted_names = [k for k in vars(fitted) if k.endswith("_") and not k.startswith("_")]
+    assert len(fitted_names) >= 10
+    for name in fitted_names:
+        assert f"\n    {name} : " in attributes, name
