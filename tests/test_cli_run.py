@@ -448,6 +448,13 @@ def test_run_llm_mode_records_token_usage_and_cost(demo_frame, tmp_path, capsys,
     expected = (usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2) / 1e6
     assert usage["cost_usd"] == pytest.approx(expected)
     assert "OPENAI_API_KEY" in run["environment_set"]
+    # the dry-run estimate per annotation request is close to what was spent
+    est_argv = ["estimate-cost", str(data), "--text-col", "review", "--target-col", "stars"]
+    code, est_out, _ = _run_cli(est_argv + ["--n-hypotheses", "4", "--json"], capsys)
+    est = json.loads(est_out)
+    per_request_est = est["prompt_tokens"]["annotate_holdout"] / est["requests"]["annotate_holdout"]
+    per_request_spent = usage["prompt_tokens"] / usage["n_requests"]
+    assert per_request_est == pytest.approx(per_request_spent, rel=0.25)
     for name in ("run.json", "model.joblib", "hypotheses.csv", "report.html"):
         assert secret.encode() not in (out / name).read_bytes()
 
