@@ -464,7 +464,7 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
                 return interp
         from sklearn_hypothesaes.interpret import OfflineInterpreter
 
-        interp = OfflineInterpreter()
+        interp = OfflineInterpreter(verbose=self.verbose)
         _set_if_param(interp, random_state=self._seed(rng))
         return interp
 
