@@ -6,9 +6,34 @@ target, name each neuron's concept, and validate the concepts on held-out data.
 """
 
 from sklearn_hypothesaes._version import __version__
-from sklearn_hypothesaes.datasets import make_planted_embeddings
+from sklearn_hypothesaes.cache import SQLiteCache
+from sklearn_hypothesaes.datasets import load_demo, make_planted_embeddings
+from sklearn_hypothesaes.interpret import (
+    OfflineInterpreter,
+    explore_neurons,
+    fidelity_metrics,
+    pair_texts_to_individual,
+)
+from sklearn_hypothesaes.keywords import (
+    KeywordAnnotator,
+    format_keyword_concept,
+    parse_concept_terms,
+)
+from sklearn_hypothesaes.sae import TopKSAETransformer
+from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "KeywordAnnotator",
+    "NeuronSelector",
+    "OfflineInterpreter",
+    "SQLiteCache",
+    "TopKSAETransformer",
     "__version__",
+    "explore_neurons",
+    "fidelity_metrics",
+    "format_keyword_concept",
+    "load_demo",
     "make_planted_embeddings",
+    "pair_texts_to_individual",
+    "parse_concept_terms",
 ]
