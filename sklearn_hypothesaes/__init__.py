@@ -5,7 +5,9 @@ texts, train a Top-K sparse autoencoder, select the neurons that predict a
 target, name each neuron's concept, and validate the concepts on held-out data.
 """
 
+from sklearn_hypothesaes._llm_batch import BatchPendingError
 from sklearn_hypothesaes._version import __version__
+from sklearn_hypothesaes.annotate import AnnotationError, LLMConceptAnnotator
 from sklearn_hypothesaes.cache import SQLiteCache
 from sklearn_hypothesaes.datasets import load_demo, make_planted_embeddings
 from sklearn_hypothesaes.interpret import (
@@ -19,10 +21,23 @@ from sklearn_hypothesaes.keywords import (
     format_keyword_concept,
     parse_concept_terms,
 )
+from sklearn_hypothesaes.llm import (
+    BudgetExceededError,
+    LLMError,
+    OpenAIClient,
+    llm_endpoint_configured,
+)
 from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "AnnotationError",
+    "BatchPendingError",
+    "BudgetExceededError",
+    "LLMConceptAnnotator",
+    "LLMError",
+    "OpenAIClient",
+    "llm_endpoint_configured",
     "KeywordAnnotator",
     "NeuronSelector",
     "OfflineInterpreter",

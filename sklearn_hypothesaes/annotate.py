@@ -703,30 +703,18 @@ def _bulk_get(cache: SQLiteCache, namespace: str, keys: list[str]) -> dict:
 
     Keys sharing a tag (same request identity and concept) are contiguous in the
     table. When most of a tag's range is wanted, one range read replaces
-    thousands of point lookups (2-3x faster). ``SQLiteCache`` has no range read,
-    so this uses its connection and lock directly.
+    thousands of point lookups (2-3x faster).
     """
     by_tag: dict[str, list[str]] = {}
     for key in keys:
         by_tag.setdefault(key[:_TAG], []).append(key)
     found: dict = {}
     rest: list[str] = []
-    conn = cache._connect() if hasattr(cache, "_connect") else None
     for tag, wanted in by_tag.items():
-        if conn is None or len(wanted) < _RANGE_MIN:
-            rest.extend(wanted)
+        if len(wanted) < _RANGE_MIN or cache.count_prefix(namespace, tag) > 4 * len(wanted):
+            rest.extend(wanted)  # few keys, or mostly other texts: point lookups
             continue
-        bounds = (namespace, tag, tag + "g")  # hex digits sort below "g"
-        where = "namespace=? AND key>=? AND key<?"
-        with cache._lock:
-            n_stored = conn.execute(f"SELECT COUNT(*) FROM entries WHERE {where}", bounds)
-            n_stored = n_stored.fetchone()[0]
-            if n_stored > 4 * len(wanted):  # mostly other texts: point lookups
-                rest.extend(wanted)
-                continue
-            found.update(
-                conn.execute(f"SELECT key, value FROM entries WHERE {where}", bounds).fetchall()
-            )
+        found.update(cache.scan_prefix(namespace, tag))
     if rest:
         found.update(cache.get_many(namespace, sorted(rest)))
     return found

@@ -256,6 +256,29 @@ class SQLiteCache:
         """Return one value, or ``default`` when the key is absent."""
         return self.get_many(namespace, [key]).get(key, default)
 
+    def count_prefix(self, namespace: str, prefix: str) -> int:
+        """Number of keys in ``namespace`` that start with ``prefix`` (a hex string)."""
+        conn = self._connect()
+        with self._lock:
+            return conn.execute(
+                "SELECT COUNT(*) FROM entries WHERE namespace=? AND key>=? AND key<?",
+                (namespace, prefix, prefix + "\U0010ffff"),
+            ).fetchone()[0]
+
+    def scan_prefix(self, namespace: str, prefix: str) -> dict[str, Value]:
+        """Return ``{key: value}`` for every key in ``namespace`` starting with ``prefix``.
+
+        Keys built as ``tag + digest`` sort together, so one range read replaces
+        many point lookups when most of a tag's keys are wanted.
+        """
+        conn = self._connect()
+        with self._lock:
+            rows = conn.execute(
+                "SELECT key, value FROM entries WHERE namespace=? AND key>=? AND key<?",
+                (namespace, prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        return dict(rows)
+
     def __len__(self) -> int:
         conn = self._connect()
         with self._lock:

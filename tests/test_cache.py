@@ -107,3 +107,12 @@ def test_killed_writer_keeps_committed_batches(tmp_path):
     cache = SQLiteCache(tmp_path)
     assert cache.count("n") == 700
     assert cache.get("n", "6-99") == 99
+
+
+def test_prefix_scan_and_count(tmp_path):
+    cache = SQLiteCache(tmp_path)
+    cache.put_many("n", {"ab01": 1, "ab02": 2, "ac01": 3, "b": 4})
+    cache.put("other", "ab03", 5)
+    assert cache.count_prefix("n", "ab") == 2
+    assert cache.scan_prefix("n", "ab") == {"ab01": 1, "ab02": 2}
+    assert cache.scan_prefix("n", "zz") == {}
