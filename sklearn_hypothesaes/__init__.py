@@ -27,10 +27,13 @@ from sklearn_hypothesaes.llm import (
     OpenAIClient,
     llm_endpoint_configured,
 )
+from sklearn_hypothesaes.report import HypothesisReport, ModelFitError
 from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "HypothesisReport",
+    "ModelFitError",
     "AnnotationError",
     "BatchPendingError",
     "BudgetExceededError",
