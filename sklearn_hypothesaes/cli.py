@@ -12,12 +12,29 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from sklearn_hypothesaes._cli_commands import register_demo, register_estimate_cost, register_run
+from sklearn_hypothesaes._cli_errors import CommandError, DataError
 from sklearn_hypothesaes._version import __version__
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
+logger = logging.getLogger("sklearn_hypothesaes.cli")
+
 Runner = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {}
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Runner]]] = {
+    "run": (
+        "find and validate hypotheses on a CSV, JSON lines or Parquet file",
+        register_run,
+    ),
+    "demo": (
+        "run the whole method offline on built-in synthetic reviews with planted concepts",
+        register_demo,
+    ),
+    "estimate-cost": (
+        "estimate the LLM tokens and dollars a run would spend, without sending anything",
+        register_estimate_cost,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if run is None:
         parser.print_help(sys.stdout)
         return 0
-    return int(run(args))
+    try:
+        return int(run(args))
+    except (DataError, CommandError) as exc:
+        sys.stderr.write(f"hypothesaes {args.command}: error: {exc}\n")
+        return 2 if isinstance(exc, DataError) else 1
+    except KeyboardInterrupt:
+        sys.stderr.write("hypothesaes: interrupted; finished cached work is kept.\n")
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
