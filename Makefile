@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine (see README.md):
-#   make demo   - create .venv, install, run the offline demo
+#   make demo   - create .venv, install, run the offline demo (hypothesaes demo)
 #   make test   - create .venv, install, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 setup: $(VENV)/.installed
 
 demo: setup
-	$(VENV)/bin/hypothesaes $(if $(DEMO_ARGS),$(DEMO_ARGS),--help)
+	$(VENV)/bin/hypothesaes demo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

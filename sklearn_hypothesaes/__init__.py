@@ -11,6 +11,8 @@ from sklearn_hypothesaes.annotate import AnnotationError, LLMConceptAnnotator
 from sklearn_hypothesaes.cache import SQLiteCache
 from sklearn_hypothesaes.datasets import load_demo, make_planted_embeddings
 from sklearn_hypothesaes.embedding import TextEmbedder
+from sklearn_hypothesaes.evaluation import annotation_similarity, match_hypotheses
+from sklearn_hypothesaes.generator import HypothesisGenerator
 from sklearn_hypothesaes.interpret import (
     NeuronInterpreter,
     OfflineInterpreter,
@@ -35,6 +37,9 @@ from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "HypothesisGenerator",
+    "annotation_similarity",
+    "match_hypotheses",
     "NeuronInterpreter",
     "parse_interpretation",
     "TextEmbedder",

@@ -234,8 +234,8 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
         :class:`~sklearn_hypothesaes.interpret.OfflineInterpreter` (contrastive key
         terms, no LLM). ``"llm"``: the LLM interpreter with ``client``. ``"auto"``:
         ``"llm"`` when an endpoint is configured (``OPENAI_API_KEY``,
-        ``OPENAI_BASE_URL`` or ``OPENAI_KEY_SAE`` set, or ``client`` given) and the
-        LLM interpreter is available, else ``"offline"``.
+        ``OPENAI_BASE_URL`` or ``OPENAI_KEY_SAE`` set, or ``client`` given), else
+        ``"offline"``.
     annotator : {"auto", "offline", "llm"} or estimator, default="auto"
         Annotates texts with the hypotheses in :meth:`transform`; a transformer
         with a ``concepts`` parameter (set to the hypotheses at fit time).
@@ -448,20 +448,11 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
             return interp
         mode = self._resolve_mode(self.interpreter, "interpreter")
         if mode == "llm":
-            try:
-                from sklearn_hypothesaes.interpret import NeuronInterpreter
-            except ImportError:
-                if self.interpreter == "llm":
-                    raise ImportError(
-                        "interpreter='llm' needs sklearn_hypothesaes.interpret."
-                        "NeuronInterpreter, which this installation lacks; use "
-                        "interpreter='offline'."
-                    ) from None
-                logger.info("LLM interpreter unavailable; naming neurons with key terms.")
-            else:
-                interp = NeuronInterpreter(client=self._client())
-                _set_if_param(interp, cache=self.cache, random_state=self._seed(rng))
-                return interp
+            from sklearn_hypothesaes.interpret import NeuronInterpreter
+
+            interp = NeuronInterpreter(client=self._client(), verbose=self.verbose)
+            _set_if_param(interp, cache=self.cache, random_state=self._seed(rng))
+            return interp
         from sklearn_hypothesaes.interpret import OfflineInterpreter
 
         interp = OfflineInterpreter(verbose=self.verbose)

@@ -407,6 +407,40 @@ def test_llm_path_end_to_end_through_test_server(demo, monkeypatch, tmp_path):
     assert secret.encode() not in path.read_bytes()
 
 
+def test_full_llm_path_interprets_and_annotates_through_test_server(demo, monkeypatch, tmp_path):
+    """With an endpoint configured, "auto" names neurons with the LLM and annotates with it."""
+    from interp_server import InterpretingServer
+
+    from sklearn_hypothesaes.annotate import LLMConceptAnnotator
+    from sklearn_hypothesaes.interpret import NeuronInterpreter
+
+    fit_texts, hold_texts, y_fit, y_hold = _split(demo)
+    hold_texts, y_hold = hold_texts[:120], y_hold[:120]
+    with InterpretingServer() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-llm-path")
+        gen = _generator(
+            interpreter="auto",
+            annotator="auto",
+            selector=NeuronSelector(n_select=3),
+            cache=tmp_path / "llm-cache",
+        )
+        gen.fit(fit_texts, y_fit, embeddings=demo.E[:N_FIT])
+        assert gen.mode_ == "llm"
+        assert isinstance(gen.interpreter_, NeuronInterpreter)
+        assert isinstance(gen.annotator_, LLMConceptAnnotator)
+        ok = gen.hypotheses_[gen.hypotheses_["status"] == "ok"]
+        assert len(ok) >= 2
+        # the server names a neuron by its most contrastive word
+        assert all(h.startswith("mentions the word ") for h in ok["hypothesis"])
+        assert ok["f1"].between(0, 1).all()
+        n_before = len(server.completed())
+        report = gen.report(hold_texts, y_hold)
+        assert len(server.completed()) > n_before  # held-out texts annotated by the LLM
+    assert report.n_samples_ == len(hold_texts)
+    assert list(report.table_["hypothesis"]) == gen.hypotheses_list_
+
+
 def test_every_parameter_and_fitted_attribute_is_documented(fitted):
     doc = HypothesisGenerator.__doc__
     for name in HypothesisGenerator().get_params(deep=False):
