@@ -40,6 +40,7 @@ from sklearn_hypothesaes._report_stats import (
     separated_columns,
     two_group_ttest,
 )
+from sklearn_hypothesaes._targets import infer_task
 
 __all__ = ["HypothesisReport", "ModelFitError"]
 
@@ -401,28 +402,14 @@ class HypothesisReport(BaseEstimator):
         return names
 
     def _resolve_task(self, y: np.ndarray) -> tuple[str, list[tuple[Any, np.ndarray]]]:
-        numeric = y.dtype.kind in "biuf"
-        classes = np.unique(y)
-        if classes.size < 2:
-            raise ValueError(
-                f"y has a single value ({classes[0]!r}); nothing can separate it. Check the "
-                "target column and that the held-out split is not filtered to one class."
-            )
-        task = self.task
-        if task == "auto":
-            if classes.size == 2:
-                task = "binary"
-            elif numeric and y.dtype.kind != "b":
-                task = "regression"
-            else:
-                task = "multiclass"
+        task, classes = infer_task(
+            y,
+            self.task,
+            single_value_hint="nothing can separate it. Check the target column and that "
+            "the held-out split is not filtered to one class.",
+        )
         if task == "regression":
             self.__dict__.pop("classes_", None)  # from an earlier classification fit
-            if not numeric:
-                raise ValueError(
-                    f"task='regression' needs a numeric y; got dtype {y.dtype}. Use "
-                    "task='multiclass' for class labels."
-                )
             return task, [(None, y.astype(np.float64))]
         self.classes_ = classes
         if task == "binary":

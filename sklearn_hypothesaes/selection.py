@@ -33,6 +33,7 @@ from sklearn_hypothesaes._lasso_path import (
     lasso_exact_n_squared,
 )
 from sklearn_hypothesaes._neuron_scores import correlation_scores, separation_scores
+from sklearn_hypothesaes._targets import infer_task
 from sklearn_hypothesaes.exceptions import SelectionWarning
 
 __all__ = ["NeuronSelector"]
@@ -292,26 +293,10 @@ class NeuronSelector(SelectorMixin, BaseEstimator):
         if y.dtype.kind in "fc" and not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinity; drop or impute those rows first.")
         numeric = y.dtype.kind in "fiub"
-        classes = np.unique(y)
-        if classes.size < 2:
-            raise ValueError(
-                f"y has a single value ({classes[0]!r}) for all {y.size} samples: "
-                "selection needs a target that varies (1 class found)."
-            )
-        task = self.task
-        if task == "auto":
-            if classes.size == 2:
-                task = "binary"
-            elif numeric and y.dtype.kind != "b":
-                task = "regression"
-            else:
-                task = "multiclass"
+        task, classes = infer_task(
+            y, self.task, single_value_hint="selection needs a target that varies."
+        )
         if task == "regression":
-            if not numeric:
-                raise ValueError(
-                    f"task='regression' needs a numeric target, got labels of dtype "
-                    f"{y.dtype}; use task='binary' or 'multiclass'."
-                )
             return task, y.astype(np.float64)[:, None]
         if numeric and type_of_target(y) == "continuous":
             raise ValueError(
