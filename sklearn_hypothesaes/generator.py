@@ -35,6 +35,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from sklearn_hypothesaes._targets import infer_task
 from sklearn_hypothesaes.cache import SQLiteCache
 from sklearn_hypothesaes.exceptions import DataLeakageWarning
 
@@ -493,20 +494,15 @@ class HypothesisGenerator(TransformerMixin, BaseEstimator):
             rows = np.nonzero(pd.isna(y))[0]
             raise ValueError(f"y contains missing values at row(s) {rows[:10].tolist()}.")
         kind = type_of_target(y)
-        task = self.task
-        if task == "auto":
-            mapping = {"continuous": "regression", "binary": "binary", "multiclass": "multiclass"}
-            if kind not in mapping:
-                raise ValueError(
-                    f"Cannot use a target of type {kind!r}: y must be numeric (regression), "
-                    "binary or multiclass (one label per text)."
-                )
-            task = mapping[kind]
-        n_unique = len(np.unique(y))
-        if n_unique < 2:
+        if kind not in ("continuous", "binary", "multiclass"):
             raise ValueError(
-                f"y has a single value ({y[0]!r}); hypotheses need a target that varies."
+                f"Cannot use a target of type {kind!r}: y must be numeric (regression), "
+                "binary or multiclass (one label per text)."
             )
+        task, _ = infer_task(
+            y, self.task, single_value_hint="hypotheses need a target that varies."
+        )
+        n_unique = len(np.unique(y))
         if task == "regression":
             if y.dtype.kind not in "biuf":
                 raise ValueError(
