@@ -31,6 +31,7 @@ __all__ = [
     "ShardedRows",
     "as_row_source",
     "embed_to_shards",
+    "gather_rows",
     "load_sparse_shards",
     "release_pages",
     "transform_to_shards",
@@ -69,6 +70,60 @@ def release_pages(X) -> None:
             mm.madvise(advice)
         except (OSError, ValueError):  # pragma: no cover - platform dependent
             pass
+
+
+def _releasable_mapping(X):
+    if getattr(X, "mode", None) not in ("r", "r+", "readonly", "readwrite"):
+        return None
+    mm = getattr(X, "_mmap", None)
+    if not isinstance(mm, mmap.mmap) or getattr(mm, "madvise", None) is None:
+        return None
+    if getattr(mmap, "MADV_DONTNEED", None) is None:  # pragma: no cover - platform dependent
+        return None
+    return mm
+
+
+def gather_rows(X, rows: np.ndarray, *, chunk_rows: int = 1024) -> np.ndarray:
+    """Copy rows ``X[rows]`` into memory, keeping a memmap's resident pages bounded.
+
+    Touching scattered rows of a memmap maps far more than the rows themselves
+    (the kernel maps neighbouring pages on every fault), so a random sample of
+    a few percent of the rows can map the whole file. For a read-only memmap
+    the rows are copied ``chunk_rows`` at a time and the pages of each chunk's
+    byte range are released right after. ``rows`` should be sorted.
+
+    Parameters
+    ----------
+    X : ndarray, numpy.memmap or ShardedRows
+        2-D source.
+    rows : ndarray of int
+        Row indices, preferably sorted.
+    chunk_rows : int, default=1024
+        Rows copied between two releases.
+
+    Returns
+    -------
+    block : ndarray of shape (len(rows), X.shape[1])
+    """
+    mm = _releasable_mapping(X)
+    if mm is None:
+        return X[rows]
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((rows.size, X.shape[1]), dtype=X.dtype)
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    start_of_x = X.ctypes.data - base
+    stride = X.strides[0]
+    for i in range(0, rows.size, chunk_rows):
+        r = rows[i : i + chunk_rows]
+        out[i : i + r.size] = X[r]
+        lo = start_of_x + int(r.min()) * stride
+        hi = start_of_x + (int(r.max()) + 1) * stride
+        lo -= lo % mmap.PAGESIZE
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
+        except (OSError, ValueError):  # pragma: no cover - platform dependent
+            pass
+    return out
 
 
 class ShardedRows:
@@ -174,7 +229,7 @@ class ShardedRows:
         shard_of = np.searchsorted(self.offsets, idx, side="right") - 1
         for s in np.unique(shard_of):
             where = np.flatnonzero(shard_of == s)
-            out[where] = self.shards[s][idx[where] - self.offsets[s]]
+            out[where] = gather_rows(self.shards[s], idx[where] - self.offsets[s])
         return out
 
     def _slice(self, start: int, stop: int) -> np.ndarray:

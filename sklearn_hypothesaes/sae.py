@@ -34,7 +34,12 @@ from skorch.callbacks import EarlyStopping
 from sklearn_hypothesaes._sae_module import TopKSAEModule, decode_flat
 from sklearn_hypothesaes._sae_training import ProgressCallback, RowBlocks, SAENet
 from sklearn_hypothesaes.exceptions import DeviceWarning
-from sklearn_hypothesaes.out_of_core import ShardedRows, as_row_source, release_pages
+from sklearn_hypothesaes.out_of_core import (
+    ShardedRows,
+    as_row_source,
+    gather_rows,
+    release_pages,
+)
 
 __all__ = ["TopKSAETransformer"]
 
@@ -465,7 +470,9 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
     def _median(self, X, indices: np.ndarray, rng) -> np.ndarray:
         if indices.size > _MEDIAN_ROWS:
             indices = np.sort(rng.choice(indices, _MEDIAN_ROWS, replace=False))
-        sample = torch.from_numpy(np.ascontiguousarray(X[indices], dtype=np.float32))
+        sample = np.ascontiguousarray(gather_rows(X, indices), dtype=np.float32)
+        release_pages(X)
+        sample = torch.from_numpy(sample)
         # The lower median, as torch (and the reference implementation) define it.
         return torch.median(sample, dim=0).values.numpy()
 
