@@ -4,12 +4,13 @@ Run from the repository root::
 
     python -m benchmarks out_of_core --repeats 1
 
-Case: 2,000,000 x 384 float32 planted embeddings (about 2.9 GiB on disk,
+Case 0: 2,000,000 x 384 float32 planted embeddings (about 2.9 GiB on disk,
 generated once under ``/tmp/bench_ooc_data`` with
 ``make_planted_embeddings(out=...)``), ``TopKSAETransformer(M=1024, K=16)``,
 one epoch, no validation split. ``memmap`` fits on ``np.load(mmap_mode="r")``;
 ``in_ram`` loads the whole array first (the load is inside the trial, so its
 peak RSS includes the data). Both use the same seed and the same row order.
+Case 1 is the same at 500,000 rows (about 730 MiB), for a shorter run.
 Reported: seconds per epoch (``history_["dur"]``) and the trial's peak RSS.
 """
 
@@ -22,7 +23,10 @@ import numpy as np
 
 CACHE = Path(os.environ.get("BENCH_OOC_CACHE", "/tmp/bench_ooc_data"))
 
-CASES = [{"n": 2_000_000, "d": 384, "M": 1024, "K": 16, "epochs": 1}]
+CASES = [
+    {"n": 2_000_000, "d": 384, "M": 1024, "K": 16, "epochs": 1},
+    {"n": 500_000, "d": 384, "M": 1024, "K": 16, "epochs": 1},
+]
 QUICK_CASES = [{"n": 50_000, "d": 64, "M": 128, "K": 8, "epochs": 1}]
 BASELINE = "in_ram"
 RATIO_METRICS = ("seconds", "peak_rss_mb", "sec_per_epoch")
