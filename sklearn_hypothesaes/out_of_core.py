@@ -253,11 +253,16 @@ def _is_shard_list(X) -> bool:
         isinstance(X, (list, tuple))
         and len(X) > 0
         and all(isinstance(p, (str, os.PathLike)) for p in X)
+        and all(os.fspath(p).endswith(".npy") for p in X)
     )
 
 
 def as_row_source(X):
     """Turn a list of ``.npy`` paths into :class:`ShardedRows`; return anything else as is.
+
+    Only a non-empty list or tuple of paths that all end in ``.npy`` counts as
+    shards (so a list of texts passed by mistake gets scikit-learn's usual
+    conversion error).
 
     Parameters
     ----------
