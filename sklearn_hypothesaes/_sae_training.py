@@ -18,6 +18,7 @@ from skorch import NeuralNet
 from skorch.callbacks import Callback, EpochTimer, PassthroughScoring
 
 from sklearn_hypothesaes._sae_module import TopKSAEModule
+from sklearn_hypothesaes.out_of_core import gather_rows, release_pages
 
 __all__ = ["ProgressCallback", "RowBlocks", "SAENet"]
 
@@ -71,8 +72,9 @@ class RowBlocks:
         if self._contiguous and not self.shuffle:
             block = self.X[rows[0] : rows[-1] + 1]
         else:
-            block = self.X[np.sort(rows)]
+            block = gather_rows(self.X, np.sort(rows))
         block = np.ascontiguousarray(block, dtype=np.float32)
+        release_pages(self.X)  # keep a memmap's pages out of the resident set
         return torch.from_numpy(block)
 
     def __iter__(self):

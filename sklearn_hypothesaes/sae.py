@@ -34,6 +34,12 @@ from skorch.callbacks import EarlyStopping
 from sklearn_hypothesaes._sae_module import TopKSAEModule, decode_flat
 from sklearn_hypothesaes._sae_training import ProgressCallback, RowBlocks, SAENet
 from sklearn_hypothesaes.exceptions import DeviceWarning
+from sklearn_hypothesaes.out_of_core import (
+    ShardedRows,
+    as_row_source,
+    gather_rows,
+    release_pages,
+)
 
 __all__ = ["TopKSAETransformer"]
 
@@ -346,7 +352,42 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         }
 
     def _validate_X(self, X, *, reset: bool):
+        X = as_row_source(X)
+        if isinstance(X, (np.memmap, ShardedRows)):
+            return self._validate_out_of_core(X, reset=reset)
         return validate_data(self, X, reset=reset, dtype=[np.float32, np.float64], copy=False)
+
+    def _validate_out_of_core(self, X, *, reset: bool):
+        """Check a memmap or sharded input block by block, never loading it whole."""
+        if X.ndim != 2:
+            raise ValueError(f"Expected a 2-D array of embeddings; got shape {X.shape}.")
+        if X.dtype not in (np.float32, np.float64):
+            raise ValueError(
+                f"An out-of-core input must hold float32 or float64 values; got {X.dtype}. "
+                "Convert it once on disk, e.g. with numpy.lib.format.open_memmap."
+            )
+        n, d = X.shape
+        if n < 1 or d < 1:
+            raise ValueError(
+                f"Found array with shape {X.shape}; at least one row and column needed."
+            )
+        for start in range(0, n, _BLOCK_ROWS):
+            if not np.isfinite(X[start : start + _BLOCK_ROWS]).all():
+                raise ValueError(
+                    f"Input X contains NaN or infinity (in rows {start}..{start + _BLOCK_ROWS}); "
+                    "drop or repair those rows."
+                )
+            release_pages(X)
+        if reset:
+            self.n_features_in_ = int(d)
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif d != self.n_features_in_:
+            raise ValueError(
+                f"X has {d} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
 
     def _validate_eval_set(self, X_val):
         X_val = check_array(X_val, dtype=[np.float32, np.float64], input_name="eval_set")
@@ -429,7 +470,9 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
     def _median(self, X, indices: np.ndarray, rng) -> np.ndarray:
         if indices.size > _MEDIAN_ROWS:
             indices = np.sort(rng.choice(indices, _MEDIAN_ROWS, replace=False))
-        sample = torch.from_numpy(np.ascontiguousarray(X[indices], dtype=np.float32))
+        sample = np.ascontiguousarray(gather_rows(X, indices), dtype=np.float32)
+        release_pages(X)
+        sample = torch.from_numpy(sample)
         # The lower median, as torch (and the reference implementation) define it.
         return torch.median(sample, dim=0).values.numpy()
 
@@ -503,8 +546,10 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Embeddings. A float32 ``numpy.memmap`` is read block by block and
-            never copied into memory as a whole.
+            Embeddings. A float32 ``numpy.memmap``, a list of ``.npy`` shard
+            paths or a :class:`~sklearn_hypothesaes.out_of_core.ShardedRows` is
+            read block by block and never copied into memory as a whole; the
+            pages of a read-only memmap are released after each block.
         y : None
             Ignored; present for pipelines.
         eval_set : array-like of shape (n_valid, n_features), default=None
@@ -681,6 +726,7 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         step = int(self.transform_batch_size)
         for start in range(0, X.shape[0], step):
             block = _to_tensor(X[start : start + step], self._device)
+            release_pages(X)
             rows, cols, values = module.encode_sparse(block)
             yield start, rows, cols, values, block
 
