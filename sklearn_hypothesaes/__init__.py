@@ -10,6 +10,7 @@ from sklearn_hypothesaes._version import __version__
 from sklearn_hypothesaes.annotate import AnnotationError, LLMConceptAnnotator
 from sklearn_hypothesaes.cache import SQLiteCache
 from sklearn_hypothesaes.datasets import load_demo, make_planted_embeddings
+from sklearn_hypothesaes.distributed import TorchThreadsPlugin, cap_torch_threads
 from sklearn_hypothesaes.embedding import TextEmbedder
 from sklearn_hypothesaes.evaluation import annotation_similarity, match_hypotheses
 from sklearn_hypothesaes.generator import HypothesisGenerator
@@ -32,11 +33,23 @@ from sklearn_hypothesaes.llm import (
     OpenAIClient,
     llm_endpoint_configured,
 )
+from sklearn_hypothesaes.out_of_core import (
+    ShardedRows,
+    embed_to_shards,
+    load_sparse_shards,
+    transform_to_shards,
+)
 from sklearn_hypothesaes.report import HypothesisReport, ModelFitError
 from sklearn_hypothesaes.sae import TopKSAETransformer
 from sklearn_hypothesaes.selection import NeuronSelector
 
 __all__ = [
+    "ShardedRows",
+    "TorchThreadsPlugin",
+    "cap_torch_threads",
+    "embed_to_shards",
+    "load_sparse_shards",
+    "transform_to_shards",
     "HypothesisGenerator",
     "annotation_similarity",
     "match_hypotheses",
