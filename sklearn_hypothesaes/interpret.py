@@ -39,6 +39,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from tqdm.auto import tqdm
 
+from sklearn_hypothesaes._usage import Usage
 from sklearn_hypothesaes.annotate import AnnotationError, LLMConceptAnnotator
 from sklearn_hypothesaes.cache import SQLiteCache, make_key, open_cache
 from sklearn_hypothesaes.exceptions import AnnotationWarning
@@ -938,6 +939,12 @@ class NeuronInterpreter(BaseInterpreter):
     verbose : bool, default=True
         Progress bars and info logging.
 
+    Attributes
+    ----------
+    usage_ : Usage
+        Set by :meth:`interpret`: requests, tokens and cost (when the client has
+        prices) of that call, interpretation and fidelity scoring together.
+
     Examples
     --------
     >>> from sklearn_hypothesaes.interpret import NeuronInterpreter
@@ -1069,6 +1076,7 @@ class NeuronInterpreter(BaseInterpreter):
 
     # -- hooks ----------------------------------------------------------------
     def _propose_all(self, jobs: list[dict], texts: list[str]) -> list[list[str]]:
+        self.usage_ = Usage()  # LLM spend of this interpret() call
         if not jobs:
             return []
         client = self._client()
@@ -1118,7 +1126,7 @@ class NeuronInterpreter(BaseInterpreter):
                     answers[i] = res.value
                 else:
                     errors[i] = res.error or "no answer"
-            self.interpretation_usage_ = run.usage
+            self.usage_ = self.usage_ + run.usage
         out: list[list[str]] = [[] for _ in jobs]
         for i, (n, c) in enumerate(owners):
             job = jobs[n]
@@ -1155,7 +1163,9 @@ class NeuronInterpreter(BaseInterpreter):
                 for concept in job["candidates"]:
                     pair_texts.append(text)
                     pair_concepts.append(concept)
-        values = np.asarray(annotator.annotate_pairs(pair_texts, pair_concepts), dtype=float)
+        values, usage = annotator.annotate_pairs(pair_texts, pair_concepts, return_usage=True)
+        values = np.asarray(values, dtype=float)
+        self.usage_ = getattr(self, "usage_", Usage()) + usage
         n_failed = int(np.isnan(values).sum())
         policy = getattr(annotator, "on_failure", "zero")
         if n_failed:

@@ -280,11 +280,17 @@ def test_dead_and_rare_neurons_are_reported_with_a_reason(server, tmp_path):
 # -- caching and faults -------------------------------------------------------------------
 def test_second_run_is_served_from_the_cache(tmp_path):
     with InterpretingServer() as srv:
-        first = interpreter(srv, tmp_path, n_candidates=2).interpret(TEXTS, ACTS, [0, 1])
+        first_interp = interpreter(srv, tmp_path, n_candidates=2)
+        first = first_interp.interpret(TEXTS, ACTS, [0, 1])
         n = len(srv.log)
         assert n > 0
-        again = interpreter(srv, tmp_path, n_candidates=2).interpret(TEXTS, ACTS, [0, 1])
+        # usage_ counts every request: interpretation and fidelity scoring
+        assert first_interp.usage_.n_requests == n
+        assert first_interp.usage_.prompt_tokens > 0
+        again_interp = interpreter(srv, tmp_path, n_candidates=2)
+        again = again_interp.interpret(TEXTS, ACTS, [0, 1])
         assert len(srv.log) == n, "a cached re-run must send no request"
+        assert again_interp.usage_.n_requests == 0
         other = interpreter(srv, tmp_path, n_candidates=2, temperature=0.3)
         other.interpret(TEXTS, ACTS, [0])
         assert len(srv.log) > n, "other request parameters must miss the cache"
