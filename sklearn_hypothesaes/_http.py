@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 __all__ = ["FastTransport", "HTTPStatusError"]
 
+_timeout = getattr(asyncio, "timeout", None)  # Python >= 3.11
+
 
 class HTTPStatusError(Exception):
     """A response with status >= 400."""
@@ -96,7 +98,12 @@ class FastTransport:
             f"POST {self.prefix}{path} HTTP/1.1\r\n{self._head}{extra}"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode("latin-1")
-        return await asyncio.wait_for(self._exchange(head + body), self.timeout)
+        if _timeout is None:  # Python 3.10
+            return await asyncio.wait_for(self._exchange(head + body), self.timeout)
+        # asyncio.timeout runs the exchange in this task; wait_for would start a
+        # second task per request, costing event-loop turns under load.
+        async with _timeout(self.timeout):
+            return await self._exchange(head + body)
 
     async def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         for _ in range(3):

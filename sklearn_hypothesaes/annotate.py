@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -60,7 +61,6 @@ NAMESPACE_BATCH = "annotation-batch"
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _YES_NO_RE = re.compile(r"^[\s\"'*`(\[]*(yes|no)\b", re.IGNORECASE)
 _FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-_WORD_END_RE = re.compile(r"\S+")
 
 
 class AnnotationError(RuntimeError):
@@ -149,10 +149,14 @@ def truncate_words(text: str, max_words: int | None) -> str:
     """
     if max_words is None:
         return text
-    for i, match in enumerate(_WORD_END_RE.finditer(text)):
-        if i + 1 == max_words:
-            return text[: match.end()]
-    return text
+    match = _first_words_re(max_words).match(text)
+    return text if match is None else text[: match.end()]
+
+
+@functools.lru_cache(maxsize=8)
+def _first_words_re(max_words: int) -> re.Pattern:
+    # One anchored match instead of a Python loop over every word.
+    return re.compile(r"\s*(?:\S+\s+){" + str(max_words - 1) + r"}\S+")
 
 
 def _delimit(text: str) -> str:
@@ -512,8 +516,12 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
         t = make_key(request=ident, concepts=concepts)[:_TAG]
         return [t + d for d in _text_digests(texts)]
 
-    def _pair_messages(self, text: str, concept: str) -> list[dict]:
-        body = _delimit(truncate_words(text, self.max_words))
+    def _pair_messages(self, text: str, concept: str, bodies: dict | None = None) -> list[dict]:
+        body = None if bodies is None else bodies.get(text)
+        if body is None:
+            body = _delimit(truncate_words(text, self.max_words))
+            if bodies is not None:
+                bodies[text] = body
         return self._template().render(concept=concept.strip(), text=body)
 
     def _multi_messages(self, text: str, concepts: list[str]) -> list[dict]:
@@ -621,10 +629,11 @@ class LLMConceptAnnotator(TransformerMixin, BaseEstimator):
                 item = lambda j: (texts[idx[j] // h], concepts[idx[j] % h])  # noqa: E731
             else:
                 item = lambda j: (texts[idx[j]], concepts[idx[j]])  # noqa: E731
+            bodies: dict[str, str] = {}  # each text is truncated and delimited once
             answers, usage = self._run(
                 keys,
                 unique_todo,
-                lambda j: self._pair_messages(*item(j)),
+                lambda j: self._pair_messages(*item(j), bodies),
                 parse_yes_no,
                 NAMESPACE_PAIR,
                 len(keys),

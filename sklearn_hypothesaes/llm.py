@@ -19,6 +19,7 @@ own retries are turned off so that every 429 reaches the adaptive limiter.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import json
 import logging
@@ -148,7 +149,11 @@ class CompletionRun:
 
 
 class _AdaptiveLimiter:
-    """Bounds in-flight requests; halves the bound on 429, regrows additively."""
+    """Bounds in-flight requests; halves the bound on 429, regrows additively.
+
+    Waiters queue in FIFO order and a release hands its slot to exactly one of
+    them, so a finished request wakes one coroutine, not every waiting one.
+    """
 
     def __init__(self, maximum: int) -> None:
         self.maximum = maximum
@@ -156,28 +161,47 @@ class _AdaptiveLimiter:
         self.active = 0
         self._successes = 0
         self._last_cut = -math.inf
-        self._cond = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     async def acquire(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.active < self.limit)
+        if self.active < self.limit and not self._waiters:
             self.active += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut  # the releaser counted us in `active` before waking us
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._free_slot()  # granted, then cancelled: give the slot back
+            elif fut in self._waiters:
+                self._waiters.remove(fut)
+            raise
+
+    def _free_slot(self) -> None:
+        self.active -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.active < self.limit:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.active += 1
+                fut.set_result(None)
 
     async def release(self, *, ok: bool, rate_limited: bool) -> None:
-        async with self._cond:
-            self.active -= 1
-            if rate_limited:
-                now = time.monotonic()
-                if now - self._last_cut > 1.0:  # one cut per burst of 429s
-                    self.limit = max(1, self.limit // 2)
-                    self._last_cut = now
-                    self._successes = 0
-            elif ok and self.limit < self.maximum:
-                self._successes += 1
-                if self._successes >= self.limit:
-                    self.limit += 1
-                    self._successes = 0
-            self._cond.notify_all()
+        if rate_limited:
+            now = time.monotonic()
+            if now - self._last_cut > 1.0:  # one cut per burst of 429s
+                self.limit = max(1, self.limit // 2)
+                self._last_cut = now
+                self._successes = 0
+        elif ok and self.limit < self.maximum:
+            self._successes += 1
+            if self._successes >= self.limit:
+                self.limit += 1
+                self._successes = 0
+        self._free_slot()
 
 
 def _retry_after_seconds(exc: Exception) -> float | None:
@@ -462,7 +486,7 @@ class OpenAIClient(BaseEstimator):
             ``run.results[i]`` belongs to ``prompts[i]``; ``run.usage`` the totals.
         """
         self.validate()
-        items = [_as_messages(p) for p in prompts]
+        items = [_as_messages(p) for p in prompts]  # bad prompts fail before any thread starts
         return run_coroutine_sync(
             lambda: self.acomplete(
                 items,
@@ -571,6 +595,8 @@ class OpenAIClient(BaseEstimator):
 def _as_messages(prompt: Messages | str) -> Messages:
     if isinstance(prompt, str):
         return [{"role": "user", "content": prompt}]
+    if type(prompt) is list and all(type(m) is dict for m in prompt):
+        return prompt  # the common case; requests only read it, so no copy
     if isinstance(prompt, Sequence) and all(isinstance(m, Mapping) for m in prompt):
         return [dict(m) for m in prompt]
     raise TypeError(

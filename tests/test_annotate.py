@@ -467,6 +467,8 @@ def test_truncate_words_keeps_a_prefix_with_at_most_max_words(text, n):
     out = truncate_words(text, n)
     assert text.startswith(out)
     assert len(out.split()) == min(n, len(text.split()))
+    if out != text:  # cut right after the n-th word, never inside one
+        assert not out[-1].isspace() and text[len(out)].isspace()
 
 
 @given(st.text(max_size=60))

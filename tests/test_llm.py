@@ -246,6 +246,42 @@ def test_adaptive_limiter_halves_on_429_and_regrows():
     asyncio.run(scenario())
 
 
+def test_adaptive_limiter_hands_slots_over_in_order_and_survives_cancellation():
+    async def scenario():
+        lim = _AdaptiveLimiter(2)
+        await lim.acquire()
+        await lim.acquire()
+        order = []
+
+        async def waiter(name):
+            await lim.acquire()
+            order.append(name)
+
+        tasks = [asyncio.create_task(waiter(n)) for n in "abc"]
+        await asyncio.sleep(0)
+        assert lim.active == 2 and len(lim._waiters) == 3
+        tasks[1].cancel()  # "b" gives up while queued: its place must not leak
+        await asyncio.sleep(0)
+        await lim.release(ok=True, rate_limited=False)
+        await asyncio.sleep(0)
+        assert order == ["a"] and lim.active == 2
+        await lim.release(ok=True, rate_limited=False)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert order == ["a", "c"] and lim.active == 2 and not lim._waiters
+
+        # Granted a slot, then cancelled before running: the slot comes back.
+        late = asyncio.create_task(lim.acquire())
+        await asyncio.sleep(0)
+        await lim.release(ok=True, rate_limited=False)  # grants `late` its slot
+        late.cancel()
+        await asyncio.gather(late, return_exceptions=True)
+        assert lim.active == 1
+        await lim.release(ok=True, rate_limited=False)
+        assert lim.active == 0
+
+    asyncio.run(scenario())
+
+
 def test_rate_limits_lower_the_concurrency():
     with FakeOpenAIServer(latency=0.02, fault_rates={"429": 0.5}, retry_after=0.0) as srv:
         run = _client(srv, max_concurrency=16, max_retries=20).complete(_prompts(TEXTS * 2))
