@@ -83,23 +83,29 @@ def _releasable_mapping(X):
     return mm
 
 
-def gather_rows(X, rows: np.ndarray, *, chunk_rows: int = 1024) -> np.ndarray:
+def gather_rows(
+    X, rows: np.ndarray, *, chunk_rows: int = 1024, chunk_bytes: int = 64 * 2**20
+) -> np.ndarray:
     """Copy rows ``X[rows]`` into memory, keeping a memmap's resident pages bounded.
 
-    Touching scattered rows of a memmap maps far more than the rows themselves
-    (the kernel maps neighbouring pages on every fault), so a random sample of
-    a few percent of the rows can map the whole file. For a read-only memmap
-    the rows are copied ``chunk_rows`` at a time and the pages of each chunk's
-    byte range are released right after. ``rows`` should be sorted.
+    Touching scattered rows of a memmap maps far more than the rows themselves:
+    the kernel maps whole page-cache folios (up to megabytes) on every fault, so
+    1,024 rows scattered over a 3 GB file were measured to map 1.3 GB. For a
+    read-only memmap the rows are therefore copied in chunks of at most
+    ``chunk_rows`` rows lying within one ``chunk_bytes`` window of the file,
+    and the pages of each chunk's byte range are released right after.
 
     Parameters
     ----------
     X : ndarray, numpy.memmap or ShardedRows
         2-D source.
     rows : ndarray of int
-        Row indices, preferably sorted.
+        Row indices, preferably sorted (unsorted ones are read in sorted order
+        and returned in the order given).
     chunk_rows : int, default=1024
-        Rows copied between two releases.
+        Most rows copied between two releases.
+    chunk_bytes : int, default=64 MiB
+        Widest byte range of the file that one chunk may touch.
 
     Returns
     -------
@@ -110,19 +116,35 @@ def gather_rows(X, rows: np.ndarray, *, chunk_rows: int = 1024) -> np.ndarray:
         return X[rows]
     rows = np.asarray(rows, dtype=np.int64)
     out = np.empty((rows.size, X.shape[1]), dtype=X.dtype)
+    if rows.size == 0:
+        return out
+    order = None
+    if rows.size > 1 and np.any(rows[1:] < rows[:-1]):
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
     base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
     start_of_x = X.ctypes.data - base
     stride = X.strides[0]
-    for i in range(0, rows.size, chunk_rows):
-        r = rows[i : i + chunk_rows]
-        out[i : i + r.size] = X[r]
-        lo = start_of_x + int(r.min()) * stride
-        hi = start_of_x + (int(r.max()) + 1) * stride
+    # Chunk boundaries: wherever the rows enter a new chunk_bytes window of the
+    # file, and every chunk_rows rows within a window.
+    window = (start_of_x + rows * stride) // max(1, int(chunk_bytes))
+    bounds = [0]
+    for edge in [*np.flatnonzero(np.diff(window)) + 1, rows.size]:
+        bounds.extend(range(bounds[-1] + chunk_rows, int(edge), chunk_rows))
+        bounds.append(int(edge))
+    dest = out if order is None else np.empty_like(out)
+    for i, j in zip(bounds[:-1], bounds[1:]):
+        r = rows[i:j]
+        dest[i:j] = X[r]
+        lo = start_of_x + int(r[0]) * stride
+        hi = start_of_x + (int(r[-1]) + 1) * stride
         lo -= lo % mmap.PAGESIZE
         try:
             mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
         except (OSError, ValueError):  # pragma: no cover - platform dependent
             pass
+    if order is not None:
+        out[order] = dest
     return out
 
 
