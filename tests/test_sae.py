@@ -284,6 +284,38 @@ def test_joblib_round_trip_and_no_torch_state_in_pickle(fitted, planted, tmp_pat
     assert not any(isinstance(v, torch.Tensor | torch.nn.Module) for v in state.values())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fit_matches_cpu_and_unpickles_on_cpu(planted):
+    """Same sparse training path on the GPU; the fitted state holds no CUDA tensors."""
+    gpu = TopKSAETransformer(M=16, K=2, **{**FAST, "device": "cuda"}).fit(planted.X)
+    cpu = TopKSAETransformer(M=16, K=2, **{**FAST, "device": "cpu"}).fit(planted.X)
+    assert gpu.W_dec_.dtype == np.float32 and isinstance(gpu.W_dec_, np.ndarray)
+    # Different kernels round differently; the fits must still agree closely.
+    assert abs(gpu.score(planted.X) - cpu.score(planted.X)) < 0.05
+    A = gpu.transform(planted.X)
+    assert A.getnnz(axis=1).max() <= 2
+    state = pickle.dumps(gpu)
+    loaded = pickle.loads(state)
+    loaded.set_params(device="cpu")
+    np.testing.assert_allclose(
+        loaded.transform(planted.X).toarray(), A.toarray(), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_changing_device_after_fit_moves_inference(planted):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    sae = TopKSAETransformer(M=16, K=2, **{**FAST, "device": "cpu"}).fit(planted.X)
+    expected = sae.transform(planted.X[:20]).toarray()
+    sae.set_params(device="cuda")  # re-resolved on the next transform: falls back, warns
+    with pytest.warns(DeviceWarning, match="CUDA is not available"):
+        got = sae.transform(planted.X[:20]).toarray()
+    np.testing.assert_array_equal(got, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resolved once, not on every call
+        sae.transform(planted.X[:20])
+
+
 def test_unavailable_device_falls_back_to_cpu(planted):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
