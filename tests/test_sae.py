@@ -125,9 +125,15 @@ def test_decoder_gradient_projection_and_renormalisation():
     module = TopKSAEModule(8, 10, 2)
     gen = torch.Generator().manual_seed(0)
     module.initialize_(torch.zeros(8), gen)
-    module.W_dec.grad = torch.randn(10, 8, generator=gen)
-    module.project_decoder_grad_()
-    assert torch.allclose((module.W_dec.grad * module.W_dec).sum(1), torch.zeros(10), atol=1e-6)
+    for _ in range(2):  # the second call reuses the workspace of the first
+        module.W_dec.grad = torch.randn(10, 8, generator=gen)
+        expected = module.W_dec.grad - (module.W_dec.grad * module.W_dec).sum(1, keepdim=True) * (
+            module.W_dec
+        )
+        module.project_decoder_grad_()
+        torch.testing.assert_close(module.W_dec.grad, expected)
+        assert torch.allclose((module.W_dec.grad * module.W_dec).sum(1), torch.zeros(10), atol=1e-6)
+    assert "_workspace" not in module.state_dict()
     with torch.no_grad():
         module.W_dec.mul_(3.0)
     module.normalize_decoder_()
