@@ -140,8 +140,11 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         Maximum passes over the training data.
     batch_size : int, default=512
         Rows per training step. ``fit`` needs at least this many training rows.
-    learning_rate : float, default=5e-4
-        Adam learning rate.
+    learning_rate : float, default=1e-3
+        Adam learning rate. Twice the reference implementation's 5e-4: on real
+        sentence embeddings (M from 32 to 1,024) it reached equal or lower
+        held-out nMSE in fewer epochs, and on planted data the reference's
+        3-epoch quality in 1.8 epochs (see ``docs/sae.md``).
     lr_reference_M : int or None, default=None
         If set, the learning rate is ``learning_rate * sqrt(lr_reference_M / M)``
         (the ``1/sqrt(M)`` scaling of sparsify: ``learning_rate=2e-4,
@@ -271,7 +274,7 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         batch_topk: bool = False,
         max_epochs: int = 100,
         batch_size: int = 512,
-        learning_rate: float = 5e-4,
+        learning_rate: float = 1e-3,
         lr_reference_M: int | None = None,
         clip_grad: float | None = 1.0,
         validation_fraction: float | None = 0.1,
