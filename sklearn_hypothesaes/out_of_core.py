@@ -132,10 +132,12 @@ def gather_rows(
     for edge in [*np.flatnonzero(np.diff(window)) + 1, rows.size]:
         bounds.extend(range(bounds[-1] + chunk_rows, int(edge), chunk_rows))
         bounds.append(int(edge))
-    dest = out if order is None else np.empty_like(out)
     for i, j in zip(bounds[:-1], bounds[1:]):
         r = rows[i:j]
-        dest[i:j] = X[r]
+        if order is None:
+            out[i:j] = X[r]
+        else:  # straight to the requested positions: no second block-sized copy
+            out[order[i:j]] = X[r]
         lo = start_of_x + int(r[0]) * stride
         hi = start_of_x + (int(r[-1]) + 1) * stride
         lo -= lo % mmap.PAGESIZE
@@ -143,8 +145,6 @@ def gather_rows(
             mm.madvise(mmap.MADV_DONTNEED, lo, min(hi, len(mm)) - lo)
         except (OSError, ValueError):  # pragma: no cover - platform dependent
             pass
-    if order is not None:
-        out[order] = dest
     return out
 
 

@@ -363,6 +363,30 @@ def test_memmap_fit_reads_blocks_without_copying(tmp_path, monkeypatch):
     np.testing.assert_array_equal(from_disk.W_dec_, in_ram.W_dec_)
 
 
+@pytest.mark.parametrize("source", ["ndarray", "memmap"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_row_blocks_yield_each_selected_row_once(tmp_path, source, shuffle):
+    from sklearn_hypothesaes._sae_training import RowBlocks
+
+    X = np.arange(103 * 3, dtype=np.float32).reshape(103, 3)
+    if source == "memmap":
+        np.save(tmp_path / "X.npy", X)
+        X = np.load(tmp_path / "X.npy", mmap_mode="r")
+    idx = np.random.default_rng(0).choice(103, size=90, replace=False)
+    blocks = RowBlocks(
+        X, idx, 8, shuffle=shuffle, rng=np.random.RandomState(0), device="cpu", block_rows=24
+    )
+    for _ in range(2):  # a second pass reuses the buffer and reshuffles
+        seen = [batch.numpy().copy() for batch, _ in blocks]
+        rows = np.concatenate(seen)[:, 0].astype(int) // 3
+        assert sorted(rows) == sorted(idx)
+        if not shuffle:
+            np.testing.assert_array_equal(rows, idx)
+        assert all(2 <= len(b) <= 8 for b in seen)
+    if shuffle:
+        assert not np.array_equal(rows, idx)
+
+
 # --------------------------------------------------------------------------
 # partial_fit and warm_start.
 # --------------------------------------------------------------------------
