@@ -93,7 +93,9 @@ class RowBlocks:
                     (min(self.block_rows, self.indices.size), X.shape[1]), X.dtype
                 )
             out = buf[: rows.size]
-            np.take(X, rows, axis=0, out=out)
+            # mode='raise' would buffer ``out`` (a second block-sized copy); the
+            # rows are valid indices of X by construction
+            np.take(X, rows, axis=0, out=out, mode="clip")
             return torch.from_numpy(out)
         if self._contiguous and not self.shuffle:
             block = X[rows[0] : rows[-1] + 1]
