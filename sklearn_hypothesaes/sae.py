@@ -170,7 +170,9 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         An unavailable device falls back to the CPU with a ``DeviceWarning``.
     callbacks : list of skorch callbacks or None, default=None
         Extra skorch callbacks (instances or ``(name, callback)`` pairs). They
-        are deep-copied before training, so ``fit`` never modifies them.
+        are deep-copied before training, so ``fit`` never modifies them. The
+        training batches they receive are views of a buffer that later batches
+        overwrite: copy a batch to keep it beyond its step.
     transform_batch_size : int, default=8192
         Rows encoded at once by ``transform`` and ``score``.
     random_state : int, RandomState instance or None, default=None
