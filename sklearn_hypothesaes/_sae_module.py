@@ -9,7 +9,10 @@ outside autograd; the selected activations are then carried as flat
   an ``embedding_bag`` over the batch rows grouped by neuron
   (:class:`_GatherPreActivations`),
 - the decoder is an ``embedding_bag`` over the selected decoder rows with the
-  activations as per-sample weights, whose backward touches only those rows.
+  activations as per-sample weights (:class:`_DecodeFlat`); its ``W_dec``
+  gradient is the same grouped ``embedding_bag`` as the encoder's, over the
+  rows of the output gradient, and shares the encoder's grouping of the
+  selections by neuron when the step selects nothing else.
 
 Parameters are stored row-wise: ``W_enc`` is ``(M, d)`` (the estimator exposes
 its transpose), ``W_dec`` is ``(M, d)`` with unit-norm rows.
@@ -24,7 +27,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SAEOutput", "TopKSAEModule", "decode_flat", "mean_baseline", "normalized_mse"]
+__all__ = [
+    "SAEOutput",
+    "TopKSAEModule",
+    "decode_flat",
+    "group_by_neuron",
+    "mean_baseline",
+    "normalized_mse",
+]
+
+
+def group_by_neuron(cols: torch.Tensor, n_neurons: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order that sorts ``cols`` and the start of each neuron's run in that order.
+
+    ``embedding_bag(rows[order], X, offsets, per_sample_weights=w[order])``
+    then sums ``w_j * X[rows_j]`` per neuron: the shape of both weight gradients.
+    """
+    order = torch.sort(cols).indices
+    counts = torch.bincount(cols, minlength=n_neurons)
+    offsets = torch.cumsum(counts, 0) - counts
+    return order, offsets
+
+
+def _grouped_sum(rows, weights, X, grouping):
+    """Row ``j``: sum over the selections ``i`` of neuron ``j`` of ``weights_i * X[rows_i]``."""
+    order, offsets = grouping
+    return F.embedding_bag(rows[order], X, offsets, mode="sum", per_sample_weights=weights[order])
 
 
 class _GatherPreActivations(torch.autograd.Function):
@@ -39,8 +67,9 @@ class _GatherPreActivations(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, pre, x_centred, rows, cols, W_enc, b_enc, b_pre):
+    def forward(ctx, pre, x_centred, rows, cols, W_enc, b_enc, b_pre, grouping=None):
         ctx.save_for_backward(x_centred, rows, cols, W_enc)
+        ctx.grouping = grouping
         return pre[rows, cols]
 
     @staticmethod
@@ -54,14 +83,58 @@ class _GatherPreActivations(torch.autograd.Function):
             # Row j of the gradient is sum over the selections of neuron j of
             # grad * x_centred[row]: an embedding_bag over the batch rows with
             # the selections grouped by neuron (2x faster than a COO sparse.mm).
-            cols_sorted, order = torch.sort(cols)
-            offsets = torch.searchsorted(cols_sorted, torch.arange(n_neurons, device=cols.device))
-            grad_W_enc = F.embedding_bag(
-                rows[order], x_centred, offsets, mode="sum", per_sample_weights=grad_vals[order]
-            )
+            grouping = ctx.grouping or group_by_neuron(cols, n_neurons)
+            grad_W_enc = _grouped_sum(rows, grad_vals, x_centred, grouping)
         if ctx.needs_input_grad[6]:
             grad_b_pre = -(grad_b_enc @ W_enc)
-        return None, None, None, None, grad_W_enc, grad_b_enc, grad_b_pre
+        return None, None, None, None, grad_W_enc, grad_b_enc, grad_b_pre, None
+
+
+def _values_grad(grad_out, W_dec, rows, cols, row_offsets):
+    """``grad_out[rows_j] . W_dec[cols_j]`` for every selection ``j``.
+
+    Uses the kernel behind ``embedding_bag``'s per-sample-weight gradient,
+    which never materialises the gathered rows; builds without it take the
+    gather in chunks of 1,024 selections.
+    """
+    if _PSW_BACKWARD is not None:
+        return _PSW_BACKWARD(grad_out, W_dec, cols, row_offsets, rows, 0)  # 0: mode "sum"
+    out = torch.empty(rows.shape[0], dtype=grad_out.dtype, device=grad_out.device)
+    for s in range(0, rows.shape[0], 1024):
+        r, c = rows[s : s + 1024], cols[s : s + 1024]
+        out[s : s + 1024] = torch.linalg.vecdot(grad_out[r], W_dec[c])
+    return out
+
+
+_PSW_BACKWARD = getattr(torch.ops.aten, "_embedding_bag_per_sample_weights_backward", None)
+
+
+class _DecodeFlat(torch.autograd.Function):
+    """``out[r] = sum_j values_j * W_dec[cols_j]`` over the selections of row ``r``.
+
+    PyTorch's own ``embedding_bag`` backward builds the ``W_dec`` gradient with
+    a sort and index additions of its own (measured 8.2 ms per step against
+    5.3 ms here, d=1536, M=1024, 8,192 selections); here it is the grouped
+    ``embedding_bag`` of the encoder gradient, reusing its grouping when given.
+    """
+
+    @staticmethod
+    def forward(ctx, values, W_dec, rows, cols, row_offsets, grouping=None):
+        ctx.save_for_backward(values, W_dec, rows, cols, row_offsets)
+        ctx.grouping = grouping
+        return F.embedding_bag(cols, W_dec, row_offsets, mode="sum", per_sample_weights=values)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        values, W_dec, rows, cols, row_offsets = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_values = grad_W_dec = None
+        if ctx.needs_input_grad[0]:
+            grad_values = _values_grad(grad_out, W_dec, rows, cols, row_offsets)
+        if ctx.needs_input_grad[1]:
+            grouping = ctx.grouping or group_by_neuron(cols, W_dec.shape[0])
+            grad_W_dec = _grouped_sum(rows, values, grad_out, grouping)
+        return grad_values, grad_W_dec, None, None, None, None
 
 
 class SAEOutput(NamedTuple):
@@ -97,10 +170,17 @@ def mean_baseline(target: torch.Tensor) -> torch.Tensor:
     return base.clamp_min(torch.finfo(target.dtype).tiny)
 
 
-def decode_flat(rows, cols, values, W_dec, n_rows, bias=None):
-    """``sum_j values_j * W_dec[cols_j]`` per row (rows sorted), plus ``bias``."""
+def decode_flat(rows, cols, values, W_dec, n_rows, bias=None, grouping=None):
+    """``sum_j values_j * W_dec[cols_j]`` per row (rows sorted), plus ``bias``.
+
+    ``grouping`` (from :func:`group_by_neuron`) may carry the sort of ``cols``
+    when the caller has it already.
+    """
     offsets = torch.searchsorted(rows, torch.arange(n_rows, device=rows.device))
-    out = F.embedding_bag(cols, W_dec, offsets, mode="sum", per_sample_weights=values)
+    if torch.is_grad_enabled() and (values.requires_grad or W_dec.requires_grad):
+        out = _DecodeFlat.apply(values, W_dec, rows, cols, offsets, grouping)
+    else:
+        out = F.embedding_bag(cols, W_dec, offsets, mode="sum", per_sample_weights=values)
     return out if bias is None else out + bias
 
 
@@ -311,20 +391,32 @@ class TopKSAEModule(nn.Module):
                 parts.append(aux_idx)
         all_rows = torch.cat([p[0] for p in parts]) if len(parts) > 1 else rows
         all_cols = torch.cat([p[1] for p in parts]) if len(parts) > 1 else cols
+        # Both weight gradients group the main selections by neuron: sort once.
+        grouping = None
+        if self.training and torch.is_grad_enabled():
+            with torch.no_grad():
+                grouping = group_by_neuron(cols, self.M)
         gathered = _GatherPreActivations.apply(
-            pre, x_centred, all_rows, all_cols, self.W_enc, self.b_enc, self.b_pre
+            pre,
+            x_centred,
+            all_rows,
+            all_cols,
+            self.W_enc,
+            self.b_enc,
+            self.b_pre,
+            grouping if len(parts) == 1 else None,
         )
         sizes = [p[0].numel() for p in parts]
         chunks = list(torch.split(F.relu(gathered), sizes))
         values = chunks.pop(0)
-        recon = decode_flat(rows, cols, values, self.W_dec, n_rows, self.b_pre)
+        recon = decode_flat(rows, cols, values, self.W_dec, n_rows, self.b_pre, grouping)
 
         prefix_recons = []
         if self.prefixes is not None and len(self.prefixes) > 1:
             for end in self.prefixes[:-1]:
                 mask = (cols < end).to(values.dtype)
                 prefix_recons.append(
-                    decode_flat(rows, cols, values * mask, self.W_dec, n_rows, self.b_pre)
+                    decode_flat(rows, cols, values * mask, self.W_dec, n_rows, self.b_pre, grouping)
                 )
         multik_recon = aux_recon = None
         if multik_idx is not None:

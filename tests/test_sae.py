@@ -23,7 +23,8 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from skorch.callbacks import Callback
 
-from sklearn_hypothesaes._sae_module import TopKSAEModule
+from sklearn_hypothesaes import _sae_module
+from sklearn_hypothesaes._sae_module import TopKSAEModule, decode_flat, group_by_neuron
 from sklearn_hypothesaes.datasets import make_planted_embeddings
 from sklearn_hypothesaes.exceptions import DeviceWarning
 from sklearn_hypothesaes.sae import TopKSAETransformer
@@ -119,6 +120,34 @@ def test_sparse_step_matches_dense_loss_and_gradients(config):
         torch.testing.assert_close(p.grad, params[name].grad, rtol=1e-4, atol=1e-6, msg=name)
     if config.get("aux_k"):
         assert dead.any()  # the AuxK branch really ran
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "chunked"])
+@pytest.mark.parametrize("shared_grouping", [True, False], ids=["shared", "own"])
+def test_decoder_gradients_match_embedding_bag_autograd(monkeypatch, kernel, shared_grouping):
+    # The decoder's own backward against PyTorch's autograd of the same
+    # embedding_bag, with empty rows, repeated neurons and unused neurons.
+    if not kernel:
+        monkeypatch.setattr(_sae_module, "_PSW_BACKWARD", None)
+    gen = torch.Generator().manual_seed(3)
+    n_rows, M, d = 2100, 50, 7  # more selections than one 1,024 chunk
+    rows = torch.sort(torch.randint(0, n_rows - 1, (3000,), generator=gen)).values
+    cols = torch.randint(0, M - 5, (3000,), generator=gen)  # the last 5 never selected
+    values = torch.rand(3000, generator=gen).requires_grad_()
+    W = torch.randn(M, d, generator=gen).requires_grad_()
+    grad_out = torch.randn(n_rows, d, generator=gen)
+    grouping = group_by_neuron(cols, M) if shared_grouping else None
+    decode_flat(rows, cols, values, W, n_rows, grouping=grouping).backward(grad_out)
+
+    values_ref = values.detach().clone().requires_grad_()
+    W_ref = W.detach().clone().requires_grad_()
+    offsets = torch.searchsorted(rows, torch.arange(n_rows))
+    F.embedding_bag(cols, W_ref, offsets, mode="sum", per_sample_weights=values_ref).backward(
+        grad_out
+    )
+    torch.testing.assert_close(values.grad, values_ref.grad)
+    torch.testing.assert_close(W.grad, W_ref.grad)
+    assert torch.all(W.grad[M - 5 :] == 0)
 
 
 def test_decoder_gradient_projection_and_renormalisation():
