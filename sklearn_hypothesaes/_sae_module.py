@@ -56,21 +56,22 @@ def _grouped_sum(rows, weights, X, grouping):
 
 
 class _GatherPreActivations(torch.autograd.Function):
-    """Gather selected entries of ``(x - b_pre) @ W_enc.T + b_enc``.
+    """Selected entries of ``(x - b_pre) @ W_enc.T + b_enc``, as a function of the weights.
 
-    ``pre`` is the dense pre-activation matrix computed without autograd. The
-    backward pass builds the gradients of ``W_enc``, ``b_enc`` and ``b_pre``
-    from the selected entries only: the ``W_enc`` gradient is a sparse
-    ``(M x B) @ (B x d)`` product (an ``embedding_bag``) and the ``b_pre`` gradient, summed over the
-    batch, is ``-(grad b_enc) @ W_enc`` (an ``M``-vector times an ``(M, d)``
-    matrix) instead of a ``(B, d)`` matrix.
+    ``selected`` holds those entries, computed without autograd (from the dense
+    pre-activations, which are never part of the graph). The backward pass
+    builds the gradients of ``W_enc``, ``b_enc`` and ``b_pre`` from the
+    selected entries only: the ``W_enc`` gradient is a sparse
+    ``(M x B) @ (B x d)`` product (an ``embedding_bag``) and the ``b_pre``
+    gradient, summed over the batch, is ``-(grad b_enc) @ W_enc`` (an
+    ``M``-vector times an ``(M, d)`` matrix) instead of a ``(B, d)`` matrix.
     """
 
     @staticmethod
-    def forward(ctx, pre, x_centred, rows, cols, W_enc, b_enc, b_pre, grouping=None):
+    def forward(ctx, selected, x_centred, rows, cols, W_enc, b_enc, b_pre, grouping=None):
         ctx.save_for_backward(x_centred, rows, cols, W_enc)
         ctx.grouping = grouping
-        return pre[rows, cols]
+        return selected.clone()
 
     @staticmethod
     def backward(ctx, grad_vals):
@@ -304,28 +305,32 @@ class TopKSAEModule(nn.Module):
 
     # -------------------------------------------------------------- selection
     def _select(self, pre: torch.Tensor):
-        """Flat (rows, cols) of the active neurons; rows sorted."""
+        """Flat (rows, cols, pre-activations) of the active neurons; rows sorted.
+
+        The values come from ``topk`` itself rather than a second gather from
+        ``pre`` (two ``(B, M)`` advanced-indexing passes a step).
+        """
         n_rows = pre.shape[0]
         if self.batch_topk and self.training:
             k_total = min(self.K * n_rows, pre.numel())
-            flat = torch.topk(pre.reshape(-1), k_total, sorted=False).indices
-            flat = torch.sort(flat).values
-            return flat // self.M, flat % self.M
+            vals, flat = torch.topk(pre.reshape(-1), k_total, sorted=False)
+            flat, perm = torch.sort(flat)
+            return flat // self.M, flat % self.M, vals[perm]
         if self.batch_topk:
             rows, cols = torch.nonzero(pre > self.threshold.clamp_min(0.0), as_tuple=True)
-            return rows, cols
-        idx = torch.topk(pre, self.K, dim=1, sorted=False).indices
+            return rows, cols, pre[rows, cols]
+        vals, idx = torch.topk(pre, self.K, dim=1, sorted=False)
         if not self.training:  # sorted columns give canonical CSR rows
-            idx = torch.sort(idx, dim=1).values
+            idx, perm = torch.sort(idx, dim=1)
+            vals = torch.gather(vals, 1, perm)
         rows = torch.arange(n_rows, device=pre.device).repeat_interleave(self.K)
-        return rows, idx.reshape(-1)
+        return rows, idx.reshape(-1), vals.reshape(-1)
 
     def encode_sparse(self, x: torch.Tensor):
         """Inference: flat (rows, cols, values) with values > 0 only."""
         with torch.no_grad():
             pre = torch.addmm(self.b_enc, x - self.b_pre, self.W_enc.t())
-            rows, cols = self._select(pre)
-            values = pre[rows, cols]
+            rows, cols, values = self._select(pre)
             keep = values > 0
             return rows[keep], cols[keep], values[keep]
 
@@ -362,19 +367,20 @@ class TopKSAEModule(nn.Module):
             else:
                 x_centred = x - self.b_pre
                 pre = torch.addmm(self.b_enc, x_centred, self.W_enc.t())
-            rows, cols = self._select(pre)
+            rows, cols, selected = self._select(pre)
             if self.training:
-                self._track_firing_(pre[rows, cols], cols)
-        # One gather carries the main, multi-K and AuxK selections so the
+                self._track_firing_(selected, cols)
+        # One autograd node carries the main, multi-K and AuxK selections so the
         # encoder's sparse backward runs once.
-        parts = [(rows, cols)]
+        parts = [(rows, cols, selected)]
         multik_idx = aux_idx = None
         if self.training and self.multi_k is not None and self.multi_coef != 0:
             with torch.no_grad():
-                mk = torch.topk(pre, self.multi_k, dim=1, sorted=False).indices
+                mk_vals, mk = torch.topk(pre, self.multi_k, dim=1, sorted=False)
                 multik_idx = (
                     torch.arange(n_rows, device=x.device).repeat_interleave(self.multi_k),
                     mk.reshape(-1),
+                    mk_vals.reshape(-1),
                 )
             parts.append(multik_idx)
         if self.training and self.aux_k > 0:
@@ -387,17 +393,18 @@ class TopKSAEModule(nn.Module):
                     a_vals, a_idx = torch.topk(masked, n_aux, dim=1, sorted=False)
                     valid = torch.isfinite(a_vals).reshape(-1)
                     a_rows = torch.arange(n_rows, device=x.device).repeat_interleave(n_aux)
-                    aux_idx = (a_rows[valid], a_idx.reshape(-1)[valid])
+                    aux_idx = (a_rows[valid], a_idx.reshape(-1)[valid], a_vals.reshape(-1)[valid])
                 parts.append(aux_idx)
-        all_rows = torch.cat([p[0] for p in parts]) if len(parts) > 1 else rows
-        all_cols = torch.cat([p[1] for p in parts]) if len(parts) > 1 else cols
+        all_rows, all_cols, all_pre = (
+            (torch.cat(t) for t in zip(*parts)) if len(parts) > 1 else parts[0]
+        )
         # Both weight gradients group the main selections by neuron: sort once.
         grouping = None
         if self.training and torch.is_grad_enabled():
             with torch.no_grad():
                 grouping = group_by_neuron(cols, self.M)
         gathered = _GatherPreActivations.apply(
-            pre,
+            all_pre,
             x_centred,
             all_rows,
             all_cols,
@@ -421,10 +428,10 @@ class TopKSAEModule(nn.Module):
         multik_recon = aux_recon = None
         if multik_idx is not None:
             mk_values = chunks.pop(0)
-            multik_recon = decode_flat(*multik_idx, mk_values, self.W_dec, n_rows, self.b_pre)
+            multik_recon = decode_flat(*multik_idx[:2], mk_values, self.W_dec, n_rows, self.b_pre)
         if aux_idx is not None:
             aux_values = chunks.pop(0)
-            aux_recon = decode_flat(*aux_idx, aux_values, self.W_dec, n_rows)
+            aux_recon = decode_flat(*aux_idx[:2], aux_values, self.W_dec, n_rows)
 
         return SAEOutput(rows, cols, values, recon, prefix_recons, multik_recon, aux_recon, x)
 
