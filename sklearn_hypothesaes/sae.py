@@ -31,6 +31,7 @@ from sklearn.utils.validation import (
 )
 from skorch.callbacks import EarlyStopping
 
+from sklearn_hypothesaes._malloc import keep_freed_memory
 from sklearn_hypothesaes._sae_module import TopKSAEModule, decode_flat
 from sklearn_hypothesaes._sae_training import ProgressCallback, RowBlocks, SAENet
 from sklearn_hypothesaes.exceptions import DeviceWarning
@@ -490,6 +491,7 @@ class TopKSAETransformer(TransformerMixin, BaseEstimator):
         return torch.median(sample, dim=0).values.numpy()
 
     def _make_net(self, module, device, callbacks, max_epochs, optimizer_state=None):
+        keep_freed_memory()  # per-step arrays are reused, not page-faulted back in
         net = SAENet(
             module,
             clip_grad=None if self.clip_grad is None else float(self.clip_grad),
