@@ -18,7 +18,8 @@ module or ``.py`` file) that defines:
     (default: ``seconds`` and ``peak_rss_mb``).
 
 Each trial runs in a fresh subprocess (so peak RSS belongs to that trial) with
-``OMP_WAIT_POLICY=PASSIVE`` and an explicit torch thread count. Configurations
+``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy default`` leaves it unset)
+and an explicit torch thread count. Configurations
 alternate (A B A B ...) for ``--repeats`` rounds, since a shared machine drifts.
 The result is a JSON file and a markdown table of medians and ratios.
 """
@@ -46,10 +47,17 @@ DEFAULT_RATIO_METRICS = ("seconds", "peak_rss_mb")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def benchmark_env(threads: int) -> dict[str, str]:
-    """Environment for a trial: passive OpenMP waiting and fixed thread counts."""
+def benchmark_env(threads: int, omp_wait_policy: str | None = "PASSIVE") -> dict[str, str]:
+    """Environment for a trial: OpenMP wait policy and fixed thread counts.
+
+    ``omp_wait_policy=None`` leaves the runtime's default (spin, then sleep):
+    what a user who sets nothing gets.
+    """
     env = dict(os.environ)
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if omp_wait_policy is None:
+        env.pop("OMP_WAIT_POLICY", None)
+    else:
+        env["OMP_WAIT_POLICY"] = omp_wait_policy
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
     env["BENCH_THREADS"] = str(threads)
@@ -122,7 +130,14 @@ def _to_number(value: Any) -> Any:
         return value
 
 
-def run_trial(module_name: str, config: str, case: dict, threads: int, timeout: float):
+def run_trial(
+    module_name: str,
+    config: str,
+    case: dict,
+    threads: int,
+    timeout: float,
+    omp_wait_policy: str | None = "PASSIVE",
+):
     """Run one trial in a fresh subprocess and return its metrics."""
     cmd = [
         sys.executable,
@@ -135,7 +150,7 @@ def run_trial(module_name: str, config: str, case: dict, threads: int, timeout: 
     ]
     proc = subprocess.run(
         cmd,
-        env=benchmark_env(threads),
+        env=benchmark_env(threads, omp_wait_policy),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -196,13 +211,13 @@ def _fmt(value) -> str:
     return f"{value:.3g}"
 
 
-def machine_info(threads: int) -> dict[str, Any]:
+def machine_info(threads: int, omp_wait_policy: str | None = "PASSIVE") -> dict[str, Any]:
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
-        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_WAIT_POLICY": omp_wait_policy or "(unset: runtime default)",
     }
     for pkg in ("numpy", "scipy", "scikit-learn", "torch", "sklearn-hypothesaes", "hypothesaes"):
         try:
@@ -225,6 +240,7 @@ def run_benchmark(
     out_dir: Path | None = None,
     timeout: float = 3600.0,
     log=None,
+    omp_wait_policy: str | None = "PASSIVE",
 ) -> dict[str, Any]:
     """Run a benchmark with alternated configurations; write JSON and markdown."""
     module = load_module(name)
@@ -249,7 +265,7 @@ def run_benchmark(
         "benchmark": Path(name).stem.removeprefix("bench_"),
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, "-m", "benchmarks", *sys.argv[1:]]),
-        "machine": machine_info(threads),
+        "machine": machine_info(threads, omp_wait_policy),
         "repeats": repeats,
         "baseline": baseline,
         "cases": [],
@@ -259,7 +275,7 @@ def run_benchmark(
         trials = []
         for repeat in range(repeats):
             for config in chosen:  # alternate A B A B ...
-                metrics = run_trial(module_name, config, case, threads, timeout)
+                metrics = run_trial(module_name, config, case, threads, timeout, omp_wait_policy)
                 trials.append({"config": config, "repeat": repeat, "metrics": metrics})
                 if log is not None:
                     log(f"{case} {config} #{repeat}: " + json.dumps(metrics))
@@ -310,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", help="comma-separated case indices")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per trial")
     parser.add_argument(
+        "--omp-wait-policy",
+        choices=["PASSIVE", "ACTIVE", "default"],
+        default="PASSIVE",
+        help="OMP_WAIT_POLICY of the trials; 'default' leaves it unset (the runtime's "
+        "spin-then-sleep, what users get). PASSIVE is steadier on a shared host.",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=REPO_ROOT / "benchmarks" / "results",
@@ -329,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out,
         timeout=args.timeout,
         log=lambda msg: sys.stderr.write(msg + "\n"),
+        omp_wait_policy=None if args.omp_wait_policy == "default" else args.omp_wait_policy,
     )
     sys.stdout.write(result["markdown"] + "\n")
     for path in result.get("written", []):

@@ -58,3 +58,29 @@ def test_run_alternates_configs_in_subprocesses(tmp_path):
     saved = json.loads(written[0].read_text())
     assert saved["baseline"] == "slow" and saved["machine"]["threads"] == 1
     assert "fast" in written[1].read_text()
+
+
+def test_omp_wait_policy_default_leaves_the_variable_unset(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # as the test suite's conftest sets it
+    bench = tmp_path / "bench_env.py"
+    bench.write_text(
+        textwrap.dedent(
+            """
+            import os
+            CASES = [{}]
+
+            def setup(case):
+                return None
+
+            def probe(case, data):
+                return {"unset": float("OMP_WAIT_POLICY" not in os.environ)}
+
+            CONFIGS = {"probe": probe}
+            """
+        )
+    )
+    result = run_benchmark(str(bench), repeats=1, threads=1, omp_wait_policy=None)
+    assert result["cases"][0]["trials"][0]["metrics"]["unset"] == 1.0
+    assert result["machine"]["OMP_WAIT_POLICY"].startswith("(unset")
+    result = run_benchmark(str(bench), repeats=1, threads=1)
+    assert result["cases"][0]["trials"][0]["metrics"]["unset"] == 0.0
