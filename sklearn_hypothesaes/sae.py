@@ -47,8 +47,11 @@ __all__ = ["TopKSAETransformer"]
 logger = logging.getLogger("sklearn_hypothesaes.sae")
 
 # Rows used to estimate the coordinate-wise median that initialises the
-# pre-encoder bias (all rows when there are fewer).
-_MEDIAN_ROWS = 16384
+# pre-encoder bias (all rows when there are fewer). The estimate's standard
+# error is about 2% of each coordinate's spread at 4,096 rows, and the bias is
+# trained from there; 16,384 rows took 0.4 s at d=1536, a third of an epoch of
+# 20,000 rows.
+_MEDIAN_ROWS = 4096
 # Rows read into memory at once while training (rounded to whole batches).
 _BLOCK_ROWS = 32768
 
