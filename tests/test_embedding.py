@@ -6,11 +6,9 @@ import hashlib
 import json
 import logging
 import pickle
-import shutil
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -168,19 +166,10 @@ def test_cache_false_writes_nothing(tmp_path, monkeypatch):
     assert (tmp_path / "default" / "cache.sqlite3").exists()
 
 
-def test_local_directory_and_model_identity(tmp_path, monkeypatch):
+def test_local_directory_and_model_identity(bundled_model_copy):
     # A copy of the bundled model (weights linked, configs copied) has the same identity;
     # changing a configuration file changes the identity, hence the cache keys.
-    source = Path(gt_model.get_model_path())
-    copy = tmp_path / "minilm"
-    for path in source.rglob("*"):
-        if path.is_file():
-            target = copy / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if path.stat().st_size > 1_000_000:
-                target.symlink_to(path)
-            else:
-                shutil.copy2(path, target)
+    copy = bundled_model_copy
     default = TextEmbedder(cache=False, verbose=False, device="cpu").fit(TEXTS[:1])
     local = TextEmbedder(str(copy), cache=False, verbose=False, device="cpu").fit(TEXTS[:1])
     assert local.model_id_ == default.model_id_

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +38,6 @@ TEXTS = [
     # longer than the model's 256-token window: truncated the same way
     " ".join(["The brisket was smoky and tender, and the sides were fresh."] * 40),
 ]
-
-
-def _copy_model(tmp_path: Path) -> Path:
-    copy = tmp_path / "model"
-    for path in Path(MODEL_DIR).rglob("*"):
-        if path.is_file():
-            target = copy / path.relative_to(MODEL_DIR)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if path.stat().st_size > 1_000_000:
-                target.symlink_to(path)
-            else:
-                shutil.copy2(path, target)
-    return copy
 
 
 def _edit_json(path: Path, **changes) -> None:
@@ -196,8 +182,8 @@ def test_the_default_model_is_eligible():
         ("1_Pooling/config.json", {"pooling_mode_max_tokens": True}, "plain mean"),
     ],
 )
-def test_other_architectures_are_not_eligible(tmp_path, file, changes, reason):
-    copy = _copy_model(tmp_path)
+def test_other_architectures_are_not_eligible(bundled_model_copy, file, changes, reason):
+    copy = bundled_model_copy
     assert int8_ineligibility(str(copy)) is None
     _edit_json(copy / file, **changes)
     found = int8_ineligibility(str(copy))
@@ -208,8 +194,8 @@ def test_other_architectures_are_not_eligible(tmp_path, file, changes, reason):
         _resolve_precision("int8", "cpu", str(copy), True)
 
 
-def test_module_list_must_be_transformer_pooling_normalize(tmp_path):
-    copy = _copy_model(tmp_path)
+def test_module_list_must_be_transformer_pooling_normalize(bundled_model_copy):
+    copy = bundled_model_copy
     modules = json.loads((copy / "modules.json").read_text())
     (copy / "modules.json").write_text(json.dumps(modules[:2]))  # no Normalize: fine
     assert int8_ineligibility(str(copy)) is None
