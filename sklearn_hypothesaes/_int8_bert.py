@@ -26,6 +26,8 @@ optional ``Normalize``. all-MiniLM-L6-v2 (the default model) is one.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,7 @@ def int8_ineligibility(directory: str) -> str | None:
     kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules if isinstance(m, dict)]
     if kinds not in (list(_MODULE_TYPES[:2]), list(_MODULE_TYPES)):
         return f"its modules are {kinds}, not Transformer, Pooling and an optional Normalize"
-    if modules[0].get("path", "") not in ("", "."):
+    if not isinstance(modules[0], dict) or modules[0].get("path", "") not in ("", "."):
         return "its Transformer module is not at the top of the directory"
     config = _read_json(root / "config.json")
     if not isinstance(config, dict) or config.get("model_type") != "bert":
@@ -87,11 +89,21 @@ def int8_ineligibility(directory: str) -> str | None:
     st_config = _read_json(root / "sentence_bert_config.json") or {}
     if st_config.get("do_lower_case"):
         return "it lower-cases texts before its tokenizer"
+    if st_config.get("config_args") or st_config.get("model_args"):
+        return "its sentence_bert_config.json overrides the model's configuration"
+    model_config = _read_json(root / "config_sentence_transformers.json") or {}
+    if model_config.get("default_prompt_name"):
+        return "it adds a default prompt to every text"
     pooling = _read_json(root / str(modules[1].get("path", "")) / "config.json")
     if not isinstance(pooling, dict):
         return "its pooling configuration cannot be read"
-    mean = pooling.get("pooling_mode_mean_tokens", pooling.get("pooling_mode") == "mean")
-    if not mean or any(pooling.get(k) for k in _OTHER_POOLING_MODES):
+    if "pooling_mode" in pooling:  # the current key wins over the legacy flags
+        mean = pooling["pooling_mode"] == "mean" or pooling["pooling_mode"] == ["mean"]
+        others = False
+    else:
+        mean = bool(pooling.get("pooling_mode_mean_tokens"))
+        others = any(pooling.get(k) for k in _OTHER_POOLING_MODES)
+    if not mean or others:
         return "it does not pool by the plain mean of its tokens"
     return None
 
@@ -164,13 +176,29 @@ class Int8BertEncoder:
     def __init__(self, model, *, int8: bool = True) -> None:
         import torch
 
-        linear = _Int8Linear if int8 else _FloatLinear
         bert = model[0].auto_model
+        config = bert.config
+        if (
+            type(bert).__name__ != "BertModel"
+            or getattr(config, "hidden_act", None) != "gelu"
+            or getattr(config, "position_embedding_type", "absolute") != "absolute"
+            or getattr(config, "is_decoder", False)
+        ):
+            raise ValueError(
+                f"The loaded model ({type(bert).__name__}, activation "
+                f"{getattr(config, 'hidden_act', None)!r}) is not a plain BERT encoder with "
+                "exact GELU and absolute positions; the int8 path cannot run it."
+            )
+        linear = _Int8Linear if int8 else _FloatLinear
         self.tokenizer = model.tokenizer
-        self.max_length = int(getattr(model, "max_seq_length", None) or 512)
+        self._tokenizer_lock = threading.Lock()
+        self.max_length = min(
+            int(getattr(model, "max_seq_length", None) or 512),
+            int(config.max_position_embeddings),
+        )
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
-        self.embeddings = bert.embeddings
-        self.heads = int(bert.config.num_attention_heads)
+        self.embeddings = _float32(bert.embeddings)
+        self.heads = int(config.num_attention_heads)
         self.layers = []
         for layer in bert.encoder.layer:
             attn = layer.attention.self
@@ -180,35 +208,56 @@ class Int8BertEncoder:
                 (
                     linear(qkv_w, qkv_b),
                     linear(layer.attention.output.dense.weight, layer.attention.output.dense.bias),
-                    layer.attention.output.LayerNorm,
+                    _float32(layer.attention.output.LayerNorm),
                     linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
                     linear(layer.output.dense.weight, layer.output.dense.bias),
-                    layer.output.LayerNorm,
+                    _float32(layer.output.LayerNorm),
                 )
             )
 
-    def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[list[int]] | None]:
-        """Token ids (truncated to the model's window, with special tokens) and token types."""
-        encoded = self.tokenizer(
-            texts, truncation="longest_first", max_length=self.max_length, padding=False
-        )
-        return list(encoded["input_ids"]), (
-            list(encoded["token_type_ids"]) if "token_type_ids" in encoded else None
-        )
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of ``texts`` (truncated to the model's window, with special tokens).
 
-    def pad(self, ids: list[list[int]], types: list[list[int]] | None) -> tuple:
-        """``(input_ids, attention_mask, token_type_ids)`` tensors, padded on the right."""
+        Returns
+        -------
+        ids : ndarray of int32
+            All texts' ids, one after the other.
+        offsets : ndarray of int64, shape (len(texts) + 1,)
+            Text ``i`` has ``ids[offsets[i]:offsets[i + 1]]``.
+        """
+        with self._tokenizer_lock:  # a fast tokenizer cannot be used by two threads at once
+            encoded = self.tokenizer(
+                texts,
+                truncation="longest_first",
+                max_length=self.max_length,
+                padding=False,
+                return_token_type_ids=False,
+                return_attention_mask=False,
+            )["input_ids"]
+        lengths = np.fromiter((len(row) for row in encoded), dtype=np.int64, count=len(encoded))
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(
+            (token for row in encoded for token in row), dtype=np.int32, count=int(offsets[-1])
+        )
+        return ids, offsets
+
+    def pad(self, ids: np.ndarray, offsets: np.ndarray, rows: Sequence[int]) -> tuple:
+        """``(input_ids, attention_mask, token_type_ids)`` of ``rows``, padded on the right.
+
+        Every text is one segment, so its token types are all 0.
+        """
         import torch
 
-        length = max(len(row) for row in ids)
-        input_ids = np.full((len(ids), length), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), length), dtype=np.int64)
-        token_types = np.zeros((len(ids), length), dtype=np.int64)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-            if types is not None:
-                token_types[i, : len(row)] = types[i]
+        rows = np.asarray(rows, dtype=np.int64)
+        lengths = offsets[rows + 1] - offsets[rows]
+        length = int(lengths.max())
+        input_ids = np.full((len(rows), length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), length), dtype=np.int64)
+        for i, (row, size) in enumerate(zip(rows, lengths)):
+            input_ids[i, :size] = ids[offsets[row] : offsets[row] + size]
+            mask[i, :size] = 1
+        token_types = np.zeros_like(input_ids)
         return torch.from_numpy(input_ids), torch.from_numpy(mask), torch.from_numpy(token_types)
 
     def forward(self, input_ids, attention_mask, token_type_ids):
@@ -235,4 +284,16 @@ class Int8BertEncoder:
 
     def __call__(self, texts: list[str]):
         """Mean-pooled (not normalised) float32 embeddings of ``texts``, shape (n, d)."""
-        return self.forward(*self.pad(*self.tokenize(texts)))
+        ids, offsets = self.tokenize(texts)
+        return self.forward(*self.pad(ids, offsets, range(len(texts))))
+
+
+def _float32(module):
+    """``module`` itself when its parameters are float32, else a float32 copy."""
+    import copy
+
+    import torch
+
+    if all(p.dtype == torch.float32 for p in module.parameters()):
+        return module
+    return copy.deepcopy(module).to(torch.float32)

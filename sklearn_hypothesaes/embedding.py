@@ -59,6 +59,7 @@ _OPENAI_BATCH_SIZE = 128
 # Cap on padded tokens in one forward pass: long texts get smaller batches, so
 # activations stay in cache and memory use stays flat.
 _LOCAL_TOKEN_BUDGET = 2048
+_INT8_CHUNK = 32_768  # texts tokenised and sorted together on the int8 path
 _MAX_ROWS_IN_MESSAGE = 10
 
 
@@ -139,10 +140,11 @@ def cpu_has_int8_dot() -> bool:
     """Whether this CPU has int8 dot-product instructions for matrix products.
 
     True when ``/proc/cpuinfo`` lists ``avx512_vnni``, ``avx_vnni`` or
-    ``amx_int8`` (Intel Cascade Lake / Alder Lake and later, AMD Zen 4 and
-    later). On such CPUs an int8 matrix product runs several times faster than
-    a float32 one, so ``precision="auto"`` uses ``"int8"`` there for models that
-    support it (when the CPU has no native bfloat16, which is preferred).
+    ``amx_int8`` (Intel since Cascade Lake, AMD since Zen 4). On such CPUs an
+    int8 matrix product runs several times faster than a float32 one, so
+    ``precision="auto"`` uses ``"int8"`` there for models that support it,
+    unless the CPU also has native bfloat16 (Intel Cooper Lake and Sapphire
+    Rapids onwards, AMD Zen 4 onwards), where bfloat16 is used.
 
     Returns
     -------
@@ -203,8 +205,7 @@ def _resolve_precision(precision: str, device: str, source: str, is_local: bool)
         reason = _int8_ineligibility(device, source, is_local)
         if reason is not None:
             raise ValueError(
-                f"precision='int8' is not available: {reason}. Use precision='auto' or "
-                "'float32'."
+                f"precision='int8' is not available: {reason}. Use precision='auto' or 'float32'."
             )
         return precision
     if precision != "auto":
@@ -474,9 +475,11 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     precision : {"auto", "float32", "bfloat16", "float16", "int8"}, default="auto"
         Precision of the local forward pass. ``"float16"``/``"bfloat16"`` run
         sentence-transformers under autocast; ``"int8"`` runs the model's linear
-        layers as int8 matrix products with per-token activation scales (CPU
-        only; BERT models with mean pooling, such as the default; cosine >=
-        0.99 to float32, see docs/embedding.md). ``"auto"`` picks
+        layers as int8 matrix products with per-token activation scales (cosine
+        >= 0.99 to float32, see docs/embedding.md); it needs the CPU and a local
+        model directory holding a BERT model with mean pooling (the default
+        model is one), and ``fit`` raises a ``ValueError`` saying why otherwise.
+        ``"auto"`` picks
         ``"float16"`` on CUDA, ``"bfloat16"`` on CPUs with native bfloat16
         matrix instructions (see :func:`cpu_has_native_bf16`), ``"int8"`` on
         CPUs with int8 dot-product instructions (see :func:`cpu_has_int8_dot`)
@@ -764,13 +767,16 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
                 batches = self._openai_batches(missing, missing_keys, show_progress)
             else:
                 batches = self._local_batches(missing, missing_keys, show_progress)
-            for batch_keys, batch_vectors in batches:
-                if cache is not None:
-                    cache.put_many(
-                        CACHE_NAMESPACE,
-                        [(k, v.tobytes()) for k, v in zip(batch_keys, batch_vectors)],
-                    )
-                vectors.update(zip(batch_keys, batch_vectors))
+            # closed at once if a cache write fails, so that no batch runner is left
+            # holding torch's thread setting until the generator is collected
+            with contextlib.closing(batches):
+                for batch_keys, batch_vectors in batches:
+                    if cache is not None:
+                        cache.put_many(
+                            CACHE_NAMESPACE,
+                            [(k, v.tobytes()) for k, v in zip(batch_keys, batch_vectors)],
+                        )
+                    vectors.update(zip(batch_keys, batch_vectors))
         log = logger.info if self.verbose else logger.debug
         log(
             "Embedded %d texts: %d unique, %d from the cache, %d computed.",
@@ -847,22 +853,35 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         batch_size: int,
         show_progress: bool,
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """The int8 path: tokenise once, then run length-sorted batches side by side."""
+        """The int8 path: tokenise once, then run length-sorted batches side by side.
+
+        Texts go in chunks of ``_INT8_CHUNK`` (sorted within each chunk), so the
+        token ids of a very large call are not all held at once.
+        """
+        import torch
+
+        if not hasattr(torch, "_int_mm"):
+            raise RuntimeError(
+                f"This TextEmbedder was fitted with precision='int8', which this PyTorch "
+                f"({torch.__version__}) cannot run (no torch._int_mm). Install PyTorch >= 2.2 "
+                "or refit with precision='float32'."
+            )
         encoder = _load_int8_encoder(source, is_local)
-        ids, types = encoder.tokenize(inputs)
-        batches = _length_sorted_batches([len(r) for r in ids], batch_size, _LOCAL_TOKEN_BUDGET)
-
-        def run(index: np.ndarray) -> np.ndarray:
-            rows = [ids[i] for i in index]
-            padded = encoder.pad(rows, None if types is None else [types[i] for i in index])
-            return encoder.forward(*padded).numpy()
-
         with tqdm(
             total=len(inputs), desc="Embedding", unit="text", disable=not show_progress
         ) as bar:
-            for index, array in zip(batches, _run_side_by_side(run, batches)):
-                bar.update(len(index))
-                yield [keys[i] for i in index], _normalise_rows(array)
+            for start in range(0, len(inputs), _INT8_CHUNK):
+                chunk = inputs[start : start + _INT8_CHUNK]
+                ids, offsets = encoder.tokenize(chunk)
+                batches = _length_sorted_batches(np.diff(offsets), batch_size, _LOCAL_TOKEN_BUDGET)
+
+                def run(index: np.ndarray, ids=ids, offsets=offsets) -> np.ndarray:
+                    return encoder.forward(*encoder.pad(ids, offsets, index)).numpy()
+
+                with contextlib.closing(_run_side_by_side(run, batches)) as results:
+                    for index, array in zip(batches, results):
+                        bar.update(len(index))
+                        yield [keys[start + i] for i in index], _normalise_rows(array)
 
     def _openai_client(self):
         try:

@@ -46,6 +46,31 @@ def _edit_json(path: Path, **changes) -> None:
     path.write_text(json.dumps(data))
 
 
+@pytest.fixture
+def three_threads():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def cpu_flags(monkeypatch):
+    """Set the CPU flags the precision choice reads (caches cleared before and after)."""
+
+    def clear():
+        embedding_module.cpu_has_int8_dot.cache_clear()
+        embedding_module.cpu_has_native_bf16.cache_clear()
+
+    def set_flags(*flags):
+        monkeypatch.setattr(embedding_module, "_cpu_flags", lambda: frozenset(flags))
+        clear()
+
+    yield set_flags
+    monkeypatch.undo()
+    clear()
+
+
 @pytest.fixture(scope="module")
 def st_model():
     return embedding_module._load_sentence_transformer(MODEL_DIR, True, "cpu")
@@ -123,11 +148,15 @@ def test_float_mode_reproduces_sentence_transformers(st_model, float32_embedding
     # layers gives the model's own output: only the quantisation differs in int8.
     encoder = Int8BertEncoder(st_model, int8=False)
     np.testing.assert_allclose(_normalised(encoder(TEXTS).numpy()), float32_embeddings, atol=1e-5)
-    ids, types = encoder.tokenize(TEXTS)
-    assert max(len(row) for row in ids) == encoder.max_length == 256  # the long text, truncated
-    input_ids, mask, _ = encoder.pad(ids[:2], types[:2])
-    assert mask.sum(1).tolist() == [len(ids[0]), len(ids[1])]
-    assert int(input_ids[0, len(ids[0]) :].abs().sum()) == 0  # padded on the right with [PAD]
+    ids, offsets = encoder.tokenize(TEXTS)
+    lengths = np.diff(offsets)
+    assert lengths.max() == encoder.max_length == 256  # the long text, truncated
+    assert ids.dtype == np.int32 and len(ids) == lengths.sum()
+    input_ids, mask, token_types = encoder.pad(ids, offsets, [1, 0])
+    assert mask.sum(1).tolist() == [lengths[1], lengths[0]]
+    assert input_ids[1, : lengths[0]].tolist() == ids[: lengths[0]].tolist()
+    assert int(input_ids[1, lengths[0] :].abs().sum()) == 0  # padded on the right with [PAD]
+    assert int(token_types.abs().sum()) == 0
 
 
 def test_int8_embeddings_barely_depend_on_the_batch(st_model):
@@ -140,7 +169,7 @@ def test_int8_embeddings_barely_depend_on_the_batch(st_model):
     assert (together * alone).sum(1).min() >= 0.9999
 
 
-def test_embedder_int8_path(float32_embeddings):
+def test_embedder_int8_path(float32_embeddings, three_threads):
     emb = TextEmbedder(cache=False, verbose=False, device="cpu", precision="int8", batch_size=2)
     E = emb.fit_transform(TEXTS)
     assert emb.precision_ == "int8"
@@ -150,6 +179,51 @@ def test_embedder_int8_path(float32_embeddings):
     assert cosine.min() >= 0.99
     one = TextEmbedder(cache=False, verbose=False, device="cpu", precision="int8", batch_size=1)
     assert (one.fit_transform(TEXTS) * E).sum(1).min() >= 0.9999
+
+
+def test_texts_are_tokenised_in_chunks(monkeypatch, float32_embeddings):
+    whole = TextEmbedder(cache=False, verbose=False, device="cpu", precision="int8")
+    E = whole.fit_transform(TEXTS)
+    monkeypatch.setattr(embedding_module, "_INT8_CHUNK", 4)  # chunks of 4 and 2 texts
+    chunked = TextEmbedder(cache=False, verbose=False, device="cpu", precision="int8")
+    assert (chunked.fit_transform(TEXTS) * E).sum(1).min() >= 0.9999
+
+
+def test_a_failing_cache_write_restores_torch_threads_at_once(tmp_path, monkeypatch, three_threads):
+    from sklearn_hypothesaes.cache import SQLiteCache
+
+    def locked(self, namespace, items):
+        raise RuntimeError("database is locked")
+
+    # one text a batch: six batches, so three workers run side by side
+    emb = TextEmbedder(
+        cache=tmp_path, verbose=False, device="cpu", precision="int8", batch_size=1
+    ).fit(TEXTS)
+    monkeypatch.setattr(SQLiteCache, "put_many", locked)
+    with pytest.raises(RuntimeError, match="database is locked") as info:
+        emb.transform(TEXTS)
+    # the traceback (which keeps the generators' frames) is still alive here
+    assert info.value is not None
+    assert torch.get_num_threads() == 3
+
+
+def test_half_precision_weights_run_in_float32(float32_embeddings):
+    from sentence_transformers import SentenceTransformer
+
+    half = SentenceTransformer(MODEL_DIR, device="cpu", local_files_only=True).half()
+    encoder = Int8BertEncoder(half)
+    assert encoder.embeddings.word_embeddings.weight.dtype == torch.float32
+    E = _normalised(encoder(TEXTS).numpy())
+    assert (E * float32_embeddings).sum(1).min() >= 0.99
+
+
+def test_the_loaded_model_is_checked_again():
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(MODEL_DIR, device="cpu", local_files_only=True)
+    model[0].auto_model.config.hidden_act = "relu"
+    with pytest.raises(ValueError, match="not a plain BERT encoder"):
+        Int8BertEncoder(model)
 
 
 def test_int8_results_are_cached_apart_from_float32(tmp_path):
@@ -175,6 +249,13 @@ def test_the_default_model_is_eligible():
         ("config.json", {"is_decoder": True}, "decoder"),
         ("sentence_bert_config.json", {"do_lower_case": True}, "lower-cases"),
         (
+            "sentence_bert_config.json",
+            {"model_args": {"attn_implementation": "eager"}},
+            "overrides",
+        ),
+        ("config_sentence_transformers.json", {"default_prompt_name": "query"}, "default prompt"),
+        ("1_Pooling/config.json", {"pooling_mode": "cls"}, "plain mean"),
+        (
             "1_Pooling/config.json",
             {"pooling_mode_mean_tokens": False, "pooling_mode_cls_token": True},
             "plain mean",
@@ -182,14 +263,17 @@ def test_the_default_model_is_eligible():
         ("1_Pooling/config.json", {"pooling_mode_max_tokens": True}, "plain mean"),
     ],
 )
-def test_other_architectures_are_not_eligible(bundled_model_copy, file, changes, reason):
+def test_other_architectures_are_not_eligible(bundled_model_copy, cpu_flags, file, changes, reason):
+    # on a CPU with int8 dot products and no bfloat16, "auto" would pick int8 if it could
+    cpu_flags("avx512_vnni")
     copy = bundled_model_copy
+    assert _resolve_precision("auto", "cpu", str(copy), True) == "int8"
     assert int8_ineligibility(str(copy)) is None
     _edit_json(copy / file, **changes)
     found = int8_ineligibility(str(copy))
     assert found is not None and reason in found
     # "auto" quietly stays in float32 for such a model; "int8" says why it cannot
-    assert _resolve_precision("auto", "cpu", str(copy), True) in ("float32", "bfloat16")
+    assert _resolve_precision("auto", "cpu", str(copy), True) == "float32"
     with pytest.raises(ValueError, match=reason):
         _resolve_precision("int8", "cpu", str(copy), True)
 
@@ -228,33 +312,19 @@ def test_auto_precision_follows_the_hardware():
     assert _resolve_precision("float32", "cuda", MODEL_DIR, True) == "float32"
 
 
-def test_auto_precision_reads_the_cpu_flags(monkeypatch):
+def test_auto_precision_reads_the_cpu_flags(cpu_flags):
     cases = {
-        frozenset({"avx2"}): "float32",
-        frozenset({"avx2", "avx512_vnni"}): "int8",
-        frozenset({"avx2", "avx_vnni"}): "int8",
-        frozenset({"amx_int8", "amx_bf16"}): "bfloat16",
+        ("avx2",): "float32",
+        ("avx2", "avx512_vnni"): "int8",
+        ("avx2", "avx_vnni"): "int8",
+        ("amx_int8", "amx_bf16"): "bfloat16",
     }
     for flags, expected in cases.items():
-        monkeypatch.setattr(embedding_module, "_cpu_flags", lambda flags=flags: flags)
-        embedding_module.cpu_has_int8_dot.cache_clear()
-        embedding_module.cpu_has_native_bf16.cache_clear()
-        try:
-            assert _resolve_precision("auto", "cpu", MODEL_DIR, True) == expected, flags
-        finally:
-            embedding_module.cpu_has_int8_dot.cache_clear()
-            embedding_module.cpu_has_native_bf16.cache_clear()
+        cpu_flags(*flags)
+        assert _resolve_precision("auto", "cpu", MODEL_DIR, True) == expected, flags
 
 
 # -- batches side by side -----------------------------------------------------------------
-@pytest.fixture
-def three_threads():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(3)
-    yield
-    torch.set_num_threads(saved)
-
-
 def test_side_by_side_keeps_order_and_restores_threads(three_threads):
     import threading
 
